@@ -1,0 +1,1 @@
+"""ember: a Python model compiler."""

@@ -1,0 +1,10 @@
+"""Op registry and the op catalogue, one module per family.
+
+Importing this package registers every op. A new family module needs one import line here.
+"""
+
+from .registry import (  # noqa: F401
+    COMMUTATIVE, ELEMENTWISE, HAS_REGIONS, NO_FOLD, PURE, REQUIRED, SHAPE_ONLY, SIDE_EFFECT,
+    OpSchema, all_schemas, define_op, get_schema, has_schema,
+)
+from . import control, core, elementwise, nn, reduce, shape  # noqa: F401,E402  (registers ops)

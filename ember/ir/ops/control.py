@@ -1,0 +1,1 @@
+"""Op family: control (being filled in)."""
