@@ -1,0 +1,1 @@
+"""Backends: lower ember graphs to executable forms (TVM, ONNX, torch)."""

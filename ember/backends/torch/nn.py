@@ -1,0 +1,1 @@
+"""Torch implementations: nn ops (being filled in)."""
