@@ -210,14 +210,19 @@ class Graph:
         anchor.prev = op
         op.block = self
 
-    def replace_all_uses(self, old: Value, new: Value) -> int:
-        """Point every reader of `old` (ops and graph outputs) at `new`; returns the count."""
+    def replace_all_uses(self, old: Value, new: Value, exclude: Sequence[Op] = ()) -> int:
+        """Point every reader of `old` (ops and graph outputs) at `new`; returns the count.
+
+        `exclude` keeps some readers on `old`: typically the op that computes `new` from it.
+        """
         if old is new:
             return 0
         if old.type != new.type:
             raise ShapeError(f"replace_all_uses: type {new.type} does not match {old.type}")
         n = 0
         for use in list(old.uses):
+            if any(use.op is e for e in exclude):
+                continue
             use.op.set_input(use.index, new)
             n += 1
         for i, o in enumerate(self.outputs):
