@@ -56,3 +56,11 @@ class ArtifactError(EmberError):
 
 class SerializationError(EmberError):
     """A graph could not be saved or loaded."""
+
+
+class RewriteLoopError(EmberError):
+    """Rewrite rules kept firing past the round limit (rules that undo each other, usually)."""
+
+
+class TargetError(EmberError):
+    """An unknown target name, or an artifact built for CPU features this host lacks."""

@@ -136,15 +136,17 @@ class _Parser:
             if kind != "value":
                 raise t.error("expected %name for a graph input")
             t.expect(":")
-            v = g.add_input(name[1:], self.type())
-            if name in scope and scope.get("__graph__") is g:
+            if name in scope:
+                t.i -= 1
                 raise t.error(f"duplicate input {name}")
+            v = g.add_input(name[1:], self.type())
             scope[name] = v
             t.accept(",")
         t.expect("->")
         t.expect("(")
+        declared = []
         while not t.accept(")"):
-            self.type()
+            declared.append(self.type())
             t.accept(",")
         t.expect("{")
         while True:
@@ -156,6 +158,10 @@ class _Parser:
                     outs.append(self.use(scope))
                     if not t.accept(","):
                         break
+                got = [v.type for v in outs]
+                if got != declared:
+                    raise t.error(f"@{g.name} returns ({', '.join(map(str, got))}) but its "
+                                  f"signature says ({', '.join(map(str, declared))})")
                 g.set_outputs(*outs)
                 t.expect("}")
                 return g
@@ -175,6 +181,9 @@ class _Parser:
         names = [t.next()[1]]
         while t.accept(","):
             names.append(t.next()[1])
+        for n in names:
+            if n in scope:
+                raise t.error(f"{n} is defined twice (SSA values are assigned once)")
         t.expect("=")
         kind_tok, kind, _ = t.next()
         if kind_tok != "ident":
@@ -301,6 +310,9 @@ class _Parser:
             vals.append(self.attr())
             t.accept(",")
         t.expect(">")
-        arr = np.array(vals, dtype=ty.dtype.to_numpy()).reshape(ty.shape)
+        arr = np.array(vals, dtype=ty.dtype.to_numpy())
+        if not ty.is_static or arr.size != ty.numel():
+            raise t.error(f"dense<{ty}> holds {arr.size} values")
+        arr = arr.reshape(ty.shape)
         arr.flags.writeable = False
         return arr

@@ -133,6 +133,11 @@ def sample_confidence(classifier: nn.Module, samples: np.ndarray) -> float:
         return float(torch.softmax(logits, dim=-1).max(dim=-1).values.mean())
 
 
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh(matrix)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
 def frechet_distance(
     samples_a: np.ndarray,
     samples_b: np.ndarray,
@@ -144,8 +149,6 @@ def frechet_distance(
     `digits_mlp` penultimate features (`classifier_features`). Lower is better; real eval
     digits vs real train digits give the noise floor.
     """
-    from scipy import linalg
-
     if features_fn is None:
         from ember.zoo.digits_mlp import load as load_mlp
 
@@ -154,14 +157,12 @@ def frechet_distance(
     fb = np.asarray(features_fn(samples_b), dtype=np.float64)
     mu_a, mu_b = fa.mean(axis=0), fb.mean(axis=0)
     cov_a, cov_b = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    if not np.isfinite(covmean).all():
-        # Near-singular product (dead ReLU features): regularize as the FID reference code does.
-        eps = np.eye(cov_a.shape[0]) * 1e-6
-        covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
-    covmean = np.real(covmean)
+    # tr sqrtm(A B) = tr sqrtm(A^1/2 B A^1/2), a symmetric PSD matrix: eigh stays exact where
+    # scipy.linalg.sqrtm(A @ B) warns and loses accuracy (dead ReLU features make A singular).
+    sqrt_a = _psd_sqrt(cov_a)
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a), 0.0, None)).sum()
     diff = mu_a - mu_b
-    return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean))
+    return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * tr_covmean)
 
 
 def build() -> VelocityNet:

@@ -19,7 +19,7 @@ from ember.zoo.base import ZooModel, classifier_zoo_model
 NAME = "digits_vit"
 INPUT_NAMES = ("x",)
 DYNAMIC_DIMS = {"x": {0: "batch"}}
-TRAIN_CONFIG = {"epochs": 150, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.05, "shift": True}
+TRAIN_CONFIG = {"epochs": 100, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.05, "shift": True}
 
 PATCH = 2
 GRID = 8 // PATCH  # 4x4 = 16 patches of 4 pixels

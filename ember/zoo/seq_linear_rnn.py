@@ -17,7 +17,7 @@ from ember.zoo.base import ZooModel, classifier_zoo_model
 NAME = "seq_linear_rnn"
 INPUT_NAMES = ("x",)
 DYNAMIC_DIMS = {"x": {0: "batch"}}
-TRAIN_CONFIG = {"epochs": 120, "batch_size": 64, "lr": 1e-2, "weight_decay": 0.0, "shift": False}
+TRAIN_CONFIG = {"epochs": 200, "batch_size": 64, "lr": 3e-2, "weight_decay": 0.0, "shift": False}
 
 STEPS = 16
 STEP_FEATURES = 4
@@ -51,7 +51,10 @@ class DiagonalLinearRecurrence(nn.Module):
 class SeqLinearRNN(nn.Module):
     """x f32[batch, 16, 4] (the image as 16 steps of 4 pixels) -> logits f32[batch, 10].
 
-    u = in_proj(x); h = recurrence(u); logits = fc(relu(mean_t h_t)).
+    u = in_proj(x); h = recurrence(u); logits = fc(mean_t relu(h_t)).
+
+    The ReLU is applied per step before the mean: relu(mean_t h_t) would leave the whole model
+    one ReLU layer over 32 rank-1 (time x pixel) templates, which tops out near 80% accuracy.
     """
 
     def __init__(self, d: int = 32) -> None:
@@ -62,7 +65,7 @@ class SeqLinearRNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.recurrence(self.in_proj(x))
-        return self.fc(torch.relu(h.mean(dim=1)))
+        return self.fc(torch.relu(h).mean(dim=1))
 
 
 def make_seq_linear_rnn(T: int, d: int, seed: int = 0) -> DiagonalLinearRecurrence:

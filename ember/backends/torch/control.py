@@ -1,1 +1,46 @@
-"""Torch implementations: control ops (being filled in)."""
+"""Torch implementations: control ops (GRU/LSTM through aten, scan as a Python loop)."""
+
+from __future__ import annotations
+
+import torch
+
+from ...errors import EmberError
+from . import run_graph, torch_op
+from .core import torch_dtype
+
+
+@torch_op("ctrl.gru")
+def _(x, h0, params, hidden_size, num_layers, bidirectional, batch_first, has_biases):
+    y, h_n = torch.ops.aten.gru.input(x, h0, list(params), has_biases, num_layers, 0.0, False,
+                                      bidirectional, batch_first)
+    return y, h_n
+
+
+@torch_op("ctrl.lstm")
+def _(x, h0, c0, params, hidden_size, num_layers, bidirectional, batch_first, has_biases):
+    y, h_n, c_n = torch.ops.aten.lstm.input(x, [h0, c0], list(params), has_biases, num_layers,
+                                            0.0, False, bidirectional, batch_first)
+    return y, h_n, c_n
+
+
+@torch_op("ctrl.scan")
+def _(inputs, num_carry, num_xs, reverse, regions):
+    """One body call per step; differentiable, since every step is ordinary torch code."""
+    body = regions[0]
+    carries = list(inputs[:num_carry])
+    xs, invariants = inputs[num_carry:num_carry + num_xs], inputs[num_carry + num_xs:]
+    steps = xs[0].shape[0]
+    ys: list[list[torch.Tensor]] = [[] for _ in range(steps)]
+    for t in reversed(range(steps)) if reverse else range(steps):
+        outs = run_graph(body, [*carries, *[x[t] for x in xs], *invariants])
+        carries, ys[t] = outs[:num_carry], outs[num_carry:]
+    stacked = []
+    for j, v in enumerate(body.outputs[num_carry:]):
+        if steps:
+            stacked.append(torch.stack([ys[t][j] for t in range(steps)]))
+        else:
+            if not v.type.is_static:
+                raise EmberError(f"a zero-step scan cannot stack y of symbolic type {v.type}")
+            shape = list(v.type.shape)
+            stacked.append(torch.empty((0, *shape), dtype=torch_dtype(v.type.dtype)))
+    return (*carries, *stacked)

@@ -7,4 +7,5 @@ from .registry import (  # noqa: F401
     COMMUTATIVE, ELEMENTWISE, HAS_REGIONS, NO_FOLD, PURE, REQUIRED, SHAPE_ONLY, SIDE_EFFECT,
     OpSchema, all_schemas, define_op, get_schema, has_schema,
 )
-from . import control, core, elementwise, nn, reduce, shape  # noqa: F401,E402  (registers ops)
+# importing the family modules registers their ops
+from . import control, core, elementwise, indexing, nn, reduce, shape  # noqa: F401,E402

@@ -7,6 +7,10 @@
     def _(x, weight, bias): ...      # numpy arrays in, array(s) out
     @linear.examples
     def _(rng): yield [arrays...], {attrs}
+    @linear.decompose
+    def _(b, op): ...                # b: the Graph, insertion point before `op`; build the
+                                     # replacement with b.add(...), return its result Values,
+                                     # or None when this instance cannot be decomposed
 
 Inputs: "x" required, "bias?" optional (trailing), "*xs" variadic (last). Attrs are declared as
 {name: (type, default)} with REQUIRED for attributes without a default; values must be
@@ -84,6 +88,14 @@ class OpSchema:
     @property
     def has_decompose(self) -> bool:
         return self._decompose is not None
+
+    def expand(self, graph: Any, op: Any) -> list[Any] | None:
+        """Build `op`'s decomposition before it in `graph`; the caller replaces and erases it."""
+        if self._decompose is None:
+            return None
+        with graph.at(before=op):
+            out = self._decompose(graph, op)
+        return None if out is None else list(out)
 
     def complete_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """Check names, fill defaults, freeze lists into tuples."""

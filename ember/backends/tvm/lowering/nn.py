@@ -1,0 +1,203 @@
+"""Lowerings for nn ops: Relax nn ops where their semantics match torch, TE where they do not.
+
+Weights arrive as Relax constants, so compositions over them (batch-norm scale/shift, the
+transposed linear weight) are folded once by FoldConstant at build time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from tvm import relax, te, tirx, topi
+
+from ....errors import LoweringError
+from . import LowerContext, lowers, static_shape, tvm_dtype
+
+R = relax.op
+
+
+@lowers("linear")
+def _(cx, op, x, weight, bias):
+    return R.linear(x, weight, bias)
+
+
+@lowers("matmul")
+def _(cx, op, a, b):
+    return R.matmul(a, b)
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
+
+
+@lowers("conv2d")
+def _(cx, op, x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+    if isinstance(padding, str):
+        raise LoweringError(f"conv2d padding={padding!r}: the frontend should resolve string "
+                            "padding to explicit sizes")
+    y = R.nn.conv2d(x, weight, strides=_pair(stride), padding=_pair(padding),
+                    dilation=_pair(dilation), groups=int(groups))
+    if bias is None:
+        return y
+    y = cx.emit(y)
+    return R.add(y, R.reshape(bias, (1, -1, 1, 1)))
+
+
+def _ceil_extra(size, k: int, s: int, p: int, d: int) -> int:
+    """Extra bottom/right padding that makes floor-mode pooling produce torch's ceil_mode size."""
+    if not isinstance(size, int):
+        raise LoweringError("pooling with ceil_mode=True needs static spatial dims")
+    eff = d * (k - 1) + 1
+    out = -(-(size + 2 * p - eff) // s) + 1
+    if (out - 1) * s >= size + p:  # torch: the last window must start inside the input/left pad
+        out -= 1
+    return max(0, (out - 1) * s + eff - (size + 2 * p))
+
+
+def _nchw(cx, op, x, fn):
+    """Run a NCHW op on a batched or unbatched (C, H, W) input, as torch accepts both."""
+    if op.inputs[0].type.rank == 4:
+        return fn(x)
+    y = cx.emit(fn(cx.emit(R.expand_dims(x, [0]))))
+    return R.squeeze(y, [0])
+
+
+@lowers("max_pool2d")
+def _(cx, op, x, kernel_size, stride=None, padding=(0, 0), dilation=(1, 1), ceil_mode=False):
+    k, s, p, d = _pair(kernel_size), _pair(stride or kernel_size), _pair(padding), _pair(dilation)
+    extra = (0, 0)
+    if ceil_mode:
+        h, w = op.inputs[0].type.shape[-2:]
+        extra = (_ceil_extra(h, k[0], s[0], p[0], d[0]), _ceil_extra(w, k[1], s[1], p[1], d[1]))
+    # Max pooling pads with the dtype's lowest value, so extra right padding is exact.
+    pad = (p[0], p[1], p[0] + extra[0], p[1] + extra[1])
+    return _nchw(cx, op, x, lambda v: R.nn.max_pool2d(v, k, s, pad, d))
+
+
+@lowers("avg_pool2d")
+def _(cx, op, x, kernel_size, stride=None, padding=(0, 0), ceil_mode=False,
+      count_include_pad=True, divisor_override=None):
+    k, s, p = _pair(kernel_size), _pair(stride or kernel_size), _pair(padding)
+    if not ceil_mode and divisor_override is None:
+        return _nchw(cx, op, x, lambda v: R.nn.avg_pool2d(
+            v, k, s, p, count_include_pad=bool(count_include_pad)))
+    # torch's ceil_mode windows are clipped at the padded border for the divisor; write it out.
+    h, w = static_shape(op.inputs[0].type, "avg_pool2d with ceil_mode")[-2:]
+    oh, ow = static_shape(op.result.type, "avg_pool2d")[-2:]
+    return _nchw(cx, op, x, lambda v: cx.bb.emit_te(
+        _torch_avg_pool, v, k, s, p, (h, w), (oh, ow), bool(count_include_pad), divisor_override,
+        primfunc_name_hint="avg_pool2d"))
+
+
+def _torch_avg_pool(x, k, s, p, hw, ohw, include_pad, divisor_override):
+    n, c = x.shape[0], x.shape[1]
+    (h, w), (kh, kw), (sh, sw), (ph, pw) = hw, k, s, p
+    rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+    zero = tirx.const(0, x.dtype)
+
+    def value(b, ch, i, j):
+        hi, wi = i * sh - ph + rh, j * sw - pw + rw
+        inside = tirx.all(hi >= 0, hi < h, wi >= 0, wi < w)
+        return tirx.if_then_else(inside, x[b, ch, tirx.max(tirx.min(hi, h - 1), 0),
+                                           tirx.max(tirx.min(wi, w - 1), 0)], zero)
+
+    total = te.compute((n, c, *ohw), lambda b, ch, i, j: te.sum(value(b, ch, i, j), axis=[rh, rw]),
+                       name="pool_sum")
+
+    def count(i, size, kk, ss, pp):
+        start = i * ss - pp
+        end = tirx.min(start + kk, size + pp)
+        if not include_pad:
+            return tirx.min(end, size) - tirx.max(start, 0)
+        return end - start
+
+    def div(b, ch, i, j):
+        if divisor_override is not None:
+            d = tirx.const(divisor_override, "int32")
+        else:
+            d = count(i, h, kh, sh, ph) * count(j, w, kw, sw, pw)
+        return total[b, ch, i, j] / d.astype(x.dtype)
+
+    return te.compute((n, c, *ohw), div, name="avg_pool")
+
+
+@lowers("adaptive_avg_pool2d")
+def _(cx, op, x, output_size):
+    out = tuple(cx.dim(d) for d in op.result.type.shape[-2:])  # None sizes already resolved
+    return _nchw(cx, op, x, lambda v: R.nn.adaptive_avg_pool2d(v, out))
+
+
+@lowers("batch_norm")
+def _(cx, op, x, mean, var, weight, bias, eps=1e-5):
+    dt = op.inputs[0].type.dtype
+    scale = cx.emit(R.rsqrt(R.add(var, cx.const(eps, dt))))
+    if weight is not None:
+        scale = cx.emit(R.multiply(scale, weight))
+    shift = cx.emit(R.negative(R.multiply(mean, scale)))
+    if bias is not None:
+        shift = cx.emit(R.add(shift, bias))
+    bshape = [1, -1] + [1] * (op.inputs[0].type.rank - 2)
+    y = cx.emit(R.multiply(x, R.reshape(scale, bshape)))
+    return R.add(y, R.reshape(shift, bshape))
+
+
+@lowers("layer_norm")
+def _(cx, op, x, weight, bias, normalized_ndim=1, eps=1e-5):
+    t = op.inputs[0].type
+    n = int(normalized_ndim)
+    axes = list(range(t.rank - n, t.rank))
+    norm_shape = static_shape(t.with_shape(t.shape[t.rank - n:]), "layer_norm's normalized dims")
+    if weight is None:
+        weight = cx.const(np.ones(norm_shape), t.dtype)
+    if bias is None:
+        bias = cx.const(np.zeros(norm_shape), t.dtype)
+    return R.nn.layer_norm(x, weight, bias, axes, float(eps))
+
+
+@lowers("softmax")
+def _(cx, op, x, dim=-1):
+    return R.nn.softmax(x, axis=int(dim))
+
+
+@lowers("log_softmax")
+def _(cx, op, x, dim=-1):
+    return R.nn.log_softmax(x, axis=int(dim))
+
+
+@lowers("embedding")
+def _(cx, op, weight, indices):
+    return R.take(weight, indices, axis=0)
+
+
+@lowers("scaled_dot_product_attention")
+def _(cx, op, q, k, v, mask, is_causal=False, scale=None):
+    qt = op.inputs[0].type
+    e = qt.shape[-1]
+    if scale is None and not isinstance(e, int):
+        raise LoweringError(f"scaled_dot_product_attention: head dim of {qt} is symbolic; "
+                            "pass an explicit scale")
+    scale = float(scale) if scale is not None else 1.0 / math.sqrt(e)
+    rank = op.inputs[1].type.rank
+    axes = list(range(rank - 2)) + [rank - 1, rank - 2]
+    s = cx.emit(R.matmul(q, R.permute_dims(k, axes)))
+    s = cx.emit(R.multiply(s, cx.const(scale, qt.dtype)))
+    if is_causal:
+        s = cx.emit_te(_causal_fill, s, primfunc_name_hint="causal_mask")
+    if mask is not None:
+        if op.inputs[3].type.dtype.value == "bool":
+            s = cx.emit(R.where(mask, s, cx.const(-np.inf, qt.dtype)))
+        else:
+            s = cx.emit(R.add(s, mask))
+    p = cx.emit(R.nn.softmax(s, axis=-1))
+    return R.matmul(p, v)
+
+
+def _causal_fill(s):
+    """Keep key j <= query i (torch's top-left aligned causal mask), else -inf."""
+    ninf = tirx.const(-np.inf, s.dtype)
+    return te.compute(s.shape, lambda *i: tirx.Select(i[-1] <= i[-2], s(*i), ninf),
+                      name="causal")
+
+
+__all__ = ["topi", "tvm_dtype", "LowerContext"]

@@ -1,0 +1,145 @@
+"""`ember.compile`: the table of contents of the whole system, one step per line.
+
+    model ──trace──▶ Graph ──passes──▶ Graph ──lower──▶ Relax IRModule ──build──▶ executable
+          ──export + write_artifact──▶ model.ember
+
+Each step lives in its own package (frontends, passes, backends/tvm, runtime); this file only
+names them in order, times them for the manifest and shows progress on the slow ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from .errors import InputError
+
+
+def compile(module_or_graph: Any, example_inputs: Sequence[Any] | None = None, passes: str = "",
+            target: str | dict = "cpu", output: str | os.PathLike | None = None,
+            calibration: Sequence[tuple] | None = None,
+            dynamic_dims: Mapping[Any, Mapping[int, str]] | None = None, check: bool = True,
+            progress: bool = True):
+    """Compile a torch module (or an ember Graph, or a .onnx path) into a .ember artifact.
+
+    Returns the artifact's Path when `output` is given, else the loaded `CompiledModel`.
+    `check=True` runs the reference interpreter after every pass and enforces each pass's
+    stated tolerance. On any failure nothing is written at `output`.
+    """
+    from .backends import tvm as backend
+    from .passes import Pipeline
+    from .runtime import write_artifact
+
+    steps = _Steps(progress)
+    pipeline = Pipeline.parse(passes)  # first: a typo in the spec should not wait for tracing
+    with steps("trace"):
+        graph = import_model(module_or_graph, example_inputs, dynamic_dims)
+    with steps("passes") as step:
+        graph = pipeline.run(graph, calibration=calibration, check=check and len(pipeline) > 0,
+                             sample_inputs=_samples(example_inputs) if check else None,
+                             progress=step.pass_progress)
+    with steps("lower"):
+        relax_module = backend.lower(graph)
+    with steps("build"):
+        spec = backend.resolve(target)
+        executable = backend.build(relax_module, spec)
+    with steps("write"), tempfile.TemporaryDirectory(prefix="ember-build-") as tmp:
+        library = backend.export(executable, Path(tmp) / "lib.so")
+        steps.timings.update({f"build.{k}": v for k, v in executable.ember_timings.items()})
+        manifest = make_manifest(graph, spec, pipeline, steps.timings)
+        path = Path(output) if output is not None else Path(tmp) / "model.ember"
+        write_artifact(path, manifest=manifest, lib=Path(library), ir_text=str(graph))
+        if output is None:  # load before the temp dir goes away
+            from .runtime import load
+
+            return load(path)
+    return path
+
+
+def import_model(model: Any, example_inputs: Sequence[Any] | None,
+                 dynamic_dims: Mapping[Any, Mapping[int, str]] | None):
+    """An ember Graph from a Graph (as is), a `.onnx` path, or a torch module (traced)."""
+    from .ir import Graph
+
+    if isinstance(model, Graph):
+        return model
+    if isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
+        try:
+            from .frontends import onnx as onnx_frontend  # type: ignore[attr-defined]
+        except ImportError as e:
+            raise InputError(f"cannot compile {model}: the ONNX frontend "
+                             f"(ember.frontends.onnx) is not available ({e})") from None
+        return onnx_frontend.load(model)
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(model, torch.nn.Module):
+        raise InputError(f"compile expects a torch.nn.Module, an ember Graph or a .onnx path, "
+                         f"got {type(model).__name__}")
+    if example_inputs is None:
+        raise InputError("compiling a torch module needs example_inputs (a tuple of tensors) "
+                         "to trace it with")
+    from .frontends.torch import trace
+
+    return trace(model, tuple(example_inputs), dynamic_dims=dynamic_dims)
+
+
+def make_manifest(graph: Any, spec: Any, pipeline: Any, timings: Mapping[str, float]) -> dict:
+    """The manifest (minus versions and hashes) describing the compiled graph and its target."""
+    import tvm
+
+    from .runtime import TensorSpec, build_manifest
+    from .runtime.compat import target_record
+
+    def tensor_specs(values: Sequence[Any], prefix: str) -> list[TensorSpec]:
+        return [TensorSpec(v.name or f"{prefix}{i}", tuple(v.type.shape),
+                           v.type.dtype.to_numpy().name) for i, v in enumerate(values)]
+
+    report = pipeline.report.to_dict() if pipeline.report is not None else {"passes": []}
+    target = {**target_record(spec.name, spec.target_dict), "description": spec.description}
+    return build_manifest(target=target, inputs=tensor_specs(graph.inputs, "input"),
+                          outputs=tensor_specs(graph.outputs, "output"),
+                          pipeline={"spec": str(pipeline), "report": report}, timings=timings,
+                          tvm_version=tvm.__version__, name=graph.name)
+
+
+def _samples(example_inputs: Sequence[Any] | None) -> list[tuple] | None:
+    """Example inputs as one numpy sample for the pipeline's numeric check."""
+    if not example_inputs:
+        return None
+    arrays = []
+    for x in example_inputs:
+        arrays.append(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+    return [tuple(arrays)]
+
+
+class _Steps:
+    """Times each named step into `timings`; with progress on, shows a spinner per step."""
+
+    def __init__(self, progress: bool):
+        self.timings: dict[str, float] = {}
+        self._console = None
+        if progress:
+            from rich.console import Console
+
+            self._console = Console(stderr=True)
+        self._status: Any = None
+        self._name = ""
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator["_Steps"]:
+        self._name = name
+        t0 = time.perf_counter()
+        status = self._console.status(f"{name}...") if self._console else contextlib.nullcontext()
+        with status as self._status:
+            yield self
+        self.timings[name] = time.perf_counter() - t0
+        if self._console:
+            self._console.print(f"[green]✓[/] {name:<7} {self.timings[name]:6.2f}s")
+
+    def pass_progress(self, pass_name: str, index: int, total: int) -> None:
+        if self._status is not None:
+            self._status.update(f"{self._name}: {pass_name} ({index + 1}/{total})...")

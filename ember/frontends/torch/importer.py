@@ -1,0 +1,388 @@
+"""Walk a torch.fx graph (from torch.export) and build the ember graph, node by node.
+
+The walk never stops at the first unsupported op: an unsupported node is recorded with its
+module path and user source line, its results are poisoned (nodes that only depend on poisoned
+values are skipped silently), and the caller raises one `UnsupportedOpError` listing everything.
+Every converted node's ember type is checked against torch's own metadata, so a converter that
+disagrees with torch on a shape or dtype fails loudly at the node that caused it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ...errors import EmberError
+from ...ir import DType, Graph, TensorType, Value
+from ...ir.types import Dim, mul_dims
+from .table import ATEN_TO_EMBER, ATTRS, CONVERTERS, IGNORED, target_name
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_EMBER_FRONTEND_DIR = os.path.dirname(os.path.abspath(__file__))
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<fn>\S+)\n(?P<code>[^\n]*)')
+
+DTYPES: dict[torch.dtype, DType] = {
+    torch.float32: DType.f32, torch.float64: DType.f64, torch.float16: DType.f16,
+    torch.bfloat16: DType.bf16, torch.int64: DType.i64, torch.int32: DType.i32,
+    torch.int16: DType.i16, torch.int8: DType.i8, torch.uint8: DType.u8, torch.bool: DType.bool,
+}
+
+
+class Unsupported(Exception):
+    """Raised by a converter for a variant of an op it cannot express (collected, not fatal)."""
+
+
+class _Poison:
+    """The result of a node that could not be converted."""
+
+    def __repr__(self) -> str:
+        return "<unconverted>"
+
+
+POISON = _Poison()
+
+
+@dataclass(frozen=True)
+class SymSize:
+    """A SymInt-valued node (sym_size, arithmetic on sizes): no ember op, just a dim."""
+
+    value: Any  # torch.SymInt or int
+
+
+@dataclass
+class Problems:
+    """Unsupported nodes seen so far: op name -> list of 'where' strings (+ optional reasons)."""
+
+    ops: dict[str, list[str]] = field(default_factory=dict)
+    reasons: dict[str, set[str]] = field(default_factory=dict)
+    origins: dict[str, set[str]] = field(default_factory=dict)  # ops torch decomposed into it
+
+    def add(self, name: str, where: str, reason: str | None = None) -> None:
+        self.ops.setdefault(name, []).append(where)
+        if reason:
+            self.reasons.setdefault(name, set()).add(reason)
+
+    def __bool__(self) -> bool:
+        return bool(self.ops)
+
+
+def torch_dtype(dtype: torch.dtype) -> DType:
+    if dtype not in DTYPES:
+        raise Unsupported(f"dtype {dtype} has no ember equivalent")
+    return DTYPES[dtype]
+
+
+def module_path(node: torch.fx.Node) -> str | None:
+    """The innermost nn.Module path that produced `node` ("encoder.0.attn.q_proj"), or None."""
+    stack = node.meta.get("nn_module_stack") or {}
+    for path, _cls in reversed(list(stack.values())):
+        if isinstance(path, str) and not path.startswith("_empty_nn_module_stack"):
+            return path or None
+    return None
+
+
+def source_line(node: torch.fx.Node) -> str | None:
+    """'file.py:12: code' of the innermost user frame (torch's and ember's own frames skipped)."""
+    trace = node.meta.get("stack_trace") or ""
+    frames = list(_FRAME.finditer(trace))
+    for m in reversed(frames):
+        path = os.path.abspath(m["file"])
+        if path.startswith(_TORCH_DIR) or path.startswith(_EMBER_FRONTEND_DIR):
+            continue
+        return f"{m['file']}:{m['line']}: {m['code'].strip()}"
+    return None
+
+
+def original_op(node: torch.fx.Node) -> str | None:
+    """The op the user's code called, when torch's decompositions replaced it ('aten.fft_fft')."""
+    sources = node.meta.get("from_node") or []
+    target = getattr(sources[-1], "target", None) if sources else None
+    return str(target) if target else None
+
+
+def where(node: torch.fx.Node, loc: str | None = None) -> str:
+    module = module_path(node) or loc or "<root module>"
+    line = source_line(node)
+    return f"{module} ({line})" if line else module
+
+
+class Symbols:
+    """torch's shape symbols (s0, s77, ...) -> the user's dim names ("batch")."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    def dim(self, d: Any) -> Dim:
+        if isinstance(d, SymSize):
+            d = d.value
+        if isinstance(d, (int, np.integer)) and not isinstance(d, bool):
+            return int(d)
+        if isinstance(d, torch.SymInt):
+            expr = d.node.expr
+            if expr.is_Integer:
+                return int(expr)
+            return self.expr_dim(expr)
+        raise Unsupported(f"expected a size, got {d!r}")
+
+    def expr_dim(self, expr: Any) -> Dim:
+        if expr.is_Integer:
+            return int(expr)
+        if expr.is_Symbol:
+            if str(expr) not in self.names:
+                raise Unsupported(f"size symbol {expr} is not one of the dynamic dims "
+                                  f"given to trace ({self._known()})")
+            return self.names[str(expr)]
+        if expr.is_Mul:
+            coeff, rest = expr.as_coeff_Mul()
+            factors = rest.as_ordered_factors()
+            if coeff.is_Integer and all(f.is_Symbol for f in factors):
+                return mul_dims([int(coeff)] + [self.expr_dim(f) for f in factors])
+        raise Unsupported(f"symbolic size {expr} cannot be expressed in ember types (only a dim "
+                          f"name or a product like 4*batch is); dims: {self._known()}. Make that "
+                          "dim static or reshape with -1")
+
+    def _known(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.names.items()) or "none"
+
+    def tensor_type(self, val: Any) -> TensorType:
+        if not isinstance(val, torch.Tensor):
+            raise Unsupported(f"expected a tensor, got {type(val).__name__}")
+        if val.is_complex():
+            raise Unsupported(f"complex tensors ({val.dtype}) are not supported")
+        return TensorType(tuple(self.dim(d) for d in val.shape), torch_dtype(val.dtype))
+
+
+class LazyConst:
+    """A parameter/buffer/constant: becomes a named `const` op at its first use."""
+
+    def __init__(self, tensor: torch.Tensor, name: str):
+        self.tensor, self.name = tensor, name
+        self.value: Value | None = None
+
+    def get(self, g: Graph) -> Value:
+        if self.value is None:
+            t = self.tensor.detach()
+            if t.dtype not in DTYPES:
+                raise Unsupported(f"weight {self.name!r} has dtype {t.dtype}, which ember lacks")
+            if t.dtype == torch.bfloat16:
+                raise Unsupported(f"weight {self.name!r} is bfloat16; numpy cannot hold it, "
+                                  "convert the model with .float() before tracing")
+            self.value = g.const(t.cpu().contiguous().numpy(), name=self.name)
+        return self.value
+
+
+class GraphImporter:
+    """Converts one fx graph (the program, or a control-flow body) into one ember Graph."""
+
+    def __init__(self, g: Graph, symbols: Symbols, problems: Problems,
+                 parent_loc: str | None = None):
+        self.g, self.symbols, self.problems = g, symbols, problems
+        self.parent_loc = parent_loc
+        self.env: dict[torch.fx.Node, Any] = {}
+        self.node: torch.fx.Node | None = None
+        self.cache: dict[Any, Any] = {}  # per-graph helpers converters share (carriers)
+
+    # ---- the walk -------------------------------------------------------------------------
+    def run(self, fx_graph: torch.fx.Graph, bind: Callable[[torch.fx.Node], Any]) -> list[Any]:
+        """Convert every node; `bind(placeholder)` supplies inputs. Returns the output values."""
+        outputs: list[Any] = []
+        for node in fx_graph.nodes:
+            if node.op == "placeholder":
+                self.env[node] = bind(node)
+            elif node.op == "get_attr":
+                self.env[node] = self._get_attr(node)
+            elif node.op == "call_function":
+                self._call(node)
+            elif node.op == "output":
+                outputs = list(torch.fx.node.map_arg(node.args[0], lambda n: self.env[n]))
+            else:
+                raise EmberError(f"unexpected fx node {node.op} {node.target}")
+        return outputs
+
+    def _get_attr(self, node: torch.fx.Node) -> Any:
+        obj: Any = node.graph.owning_module
+        for part in str(node.target).split("."):
+            obj = getattr(obj, part)
+        if isinstance(obj, torch.Tensor):
+            return LazyConst(obj, str(node.target))
+        return obj
+
+    def _call(self, node: torch.fx.Node) -> None:
+        name = target_name(node.target)
+        if name in IGNORED:
+            return
+        val = node.meta.get("val")
+        if isinstance(val, (torch.SymInt, int)) and not isinstance(val, bool) and \
+                name not in ATEN_TO_EMBER and name not in CONVERTERS:
+            self.env[node] = SymSize(val)  # sym_size.int, operator.mul on sizes, ...
+            return
+        if name == "operator.getitem":
+            self.env[node] = self._getitem(node)
+            return
+        if name not in ATEN_TO_EMBER and name not in CONVERTERS:
+            origin = original_op(node)
+            self.problems.add(name, where(node, self.parent_loc))
+            if origin and origin != name:
+                self.problems.origins.setdefault(name, set()).add(origin)
+            self.env[node] = POISON
+            return
+        if any(self.env.get(n) is POISON for n in node.all_input_nodes):
+            self.env[node] = POISON
+            return
+        self.node = node
+        try:
+            args = self._bind(node)
+            if name in CONVERTERS:
+                out = CONVERTERS[name](self, *args)
+            else:
+                out = self._one_to_one(name, node, args)
+            self._check(node, out)
+        except Unsupported as e:
+            self.problems.add(name, where(node, self.parent_loc), str(e))
+            out = POISON
+        self.env[node] = out
+
+    def _getitem(self, node: torch.fx.Node) -> Any:
+        src, index = node.args
+        value = self.env[src]
+        if value is POISON:
+            return POISON
+        item = value[index]
+        if item is None:
+            self.problems.add(target_name(src.target) + f"[{index}]", where(node, self.parent_loc),
+                              f"output {index} of {target_name(src.target)} is not supported")
+            return POISON
+        return item
+
+    def _bind(self, node: torch.fx.Node) -> list[Any]:
+        """Schema arguments in order, defaults filled in, fx nodes replaced by their values."""
+        target = node.target
+        if isinstance(target, torch._ops.OpOverload):
+            raw = []
+            for i, arg in enumerate(target._schema.arguments):
+                if i < len(node.args):
+                    raw.append(node.args[i])
+                elif arg.name in node.kwargs:
+                    raw.append(node.kwargs[arg.name])
+                else:
+                    raw.append(arg.default_value if arg.has_default_value() else None)
+        else:
+            raw = list(node.args)
+        return [self._value(a) for a in raw]
+
+    def _value(self, a: Any) -> Any:
+        if isinstance(a, torch.fx.Node):
+            v = self.env[a]
+            if isinstance(v, LazyConst):
+                return v.get(self.g)
+            if isinstance(v, SymSize):
+                return self.symbols.dim(v)
+            return v
+        if isinstance(a, (list, tuple)):
+            return type(a)(self._value(x) for x in a)
+        return a
+
+    def _one_to_one(self, name: str, node: torch.fx.Node, args: list[Any]) -> Value:
+        from ...ir.ops import get_schema
+
+        kind = ATEN_TO_EMBER[name]
+        n_inputs = len([i for i in get_schema(kind).inputs if not i.endswith("?")])
+        schema_args = node.target._schema.arguments
+        named = {a.name: v for a, v in zip(schema_args, args)}
+        attrs = {ember: named[aten] for ember, aten in ATTRS.get(name, {}).items()}
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        return self.emit_elementwise(kind, args[:n_inputs], **attrs) if _is_elementwise(kind) \
+            else self.emit(kind, *args[:n_inputs], **attrs)
+
+    def _check(self, node: torch.fx.Node, out: Any) -> None:
+        val = node.meta.get("val")
+        outs = out if isinstance(out, tuple) else (out,)
+        vals = val if isinstance(val, (tuple, list)) else (val,)
+        for o, v in zip(outs, vals):
+            if isinstance(o, Value) and isinstance(v, torch.Tensor):
+                want = self.symbols.tensor_type(v)
+                if o.type != want:
+                    raise EmberError(
+                        f"frontend bug: {target_name(node.target)} at {where(node)} became an "
+                        f"ember value of type {o.type}, but torch computes {want}; please report "
+                        "this with the model")
+
+    # ---- helpers for converters -----------------------------------------------------------
+    @property
+    def loc(self) -> str | None:
+        return (module_path(self.node) if self.node is not None else None) or self.parent_loc
+
+    def emit(self, kind: str, *inputs: Value, **attrs: Any) -> Any:
+        """Build an ember op at the current node's module path."""
+        for v in inputs:
+            if not isinstance(v, Value):
+                raise Unsupported(f"{kind}: expected tensor operands, got {v!r}")
+        return self.g.add(kind, *inputs, loc=self.loc, **attrs)
+
+    def out_type(self, index: int | None = None) -> TensorType:
+        val = self.node.meta.get("val")  # type: ignore[union-attr]
+        return self.symbols.tensor_type(val if index is None else val[index])
+
+    def dim(self, d: Any) -> Dim:
+        return self.symbols.dim(d)
+
+    def scalar(self, value: Any, dtype: DType) -> Value:
+        """A 0-d const of `dtype` (broadcasts against anything)."""
+        if isinstance(value, Value):
+            return self.cast(value, dtype)
+        if isinstance(value, torch.SymInt) or isinstance(value, str):
+            raise Unsupported(f"a symbolic size ({value}) used as a tensor value is not supported")
+        return self.g.const(np.array(value, dtype=dtype.to_numpy()))
+
+    def cast(self, v: Value, dtype: DType) -> Value:
+        return v if v.dtype == dtype else self.emit("cast", v, dtype=dtype)
+
+    def emit_elementwise(self, kind: str, operands: list[Any], **attrs: Any) -> Value:
+        """An elementwise op with torch's type promotion made explicit (casts, scalar consts)."""
+        out = self.out_type()
+        if kind in ("eq", "ne", "lt", "le", "gt", "ge"):
+            compute = self.promoted_dtype(operands)
+        elif kind in ("logical_and", "logical_or", "logical_not"):
+            compute = DType.bool
+        else:
+            compute = out.dtype
+        values = []
+        for i, x in enumerate(operands):
+            dtype = DType.bool if kind == "where" and i == 0 else compute
+            values.append(self.scalar(x, dtype) if not isinstance(x, Value) else self.cast(x, dtype))
+        return self.emit(kind, *values, **attrs)
+
+    def promoted_dtype(self, operands: list[Any]) -> DType:
+        """torch.result_type of the current node's operands (fake tensors and python scalars)."""
+        metas = [a.meta["val"] if isinstance(a, torch.fx.Node) else a
+                 for a in self.node.args[: len(operands)]]  # type: ignore[union-attr]
+        if len(metas) == 1:
+            return torch_dtype(metas[0].dtype)
+        return torch_dtype(torch.result_type(metas[0], metas[1]))
+
+    def import_region(self, gm: torch.fx.GraphModule, inputs: list[TensorType],
+                      name: str) -> Graph:
+        """Convert a control-flow body into an isolated region graph with these input types."""
+        region = Graph(name)
+        values = [region.add_input(f"arg{i}", t) for i, t in enumerate(inputs)]
+        sub = GraphImporter(region, self.symbols, self.problems, parent_loc=self.loc)
+        it = iter(values)
+        outs = sub.run(gm.graph, lambda node: next(it))
+        if any(o is POISON for o in outs):
+            raise Unsupported(f"the body of {name} has unsupported ops (listed separately)")
+        for o in outs:
+            if not isinstance(o, Value):
+                raise Unsupported(f"{name} body returns {o!r}, not a tensor")
+        region.set_outputs(*outs)
+        return region
+
+
+def _is_elementwise(kind: str) -> bool:
+    from ...ir.ops import ELEMENTWISE, get_schema
+
+    return get_schema(kind).has(ELEMENTWISE) or kind in ("pow", "where", "remainder")

@@ -1,0 +1,252 @@
+"""`CompiledModel`: a loaded .ember artifact you call like a function, numpy in and numpy out.
+
+Loading verifies the artifact (see `artifact.read_artifact`), then hands `lib.so` to the TVM
+runtime. Inputs are checked against the manifest before every call so a wrong shape or dtype
+is an `InputError` naming the input, not a TVM assertion from deep inside a kernel.
+
+Thread safety: a Relax VM keeps per-call state, so each thread gets its own VM over the one
+loaded library (VMs are cheap; the library and its baked-in weights are shared).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ArtifactError, InputError
+from .artifact import LIBRARY, Artifact, TensorSpec, read_artifact
+
+
+def load(path: str | os.PathLike) -> "CompiledModel":
+    """Load a .ember file: verify it (format, hashes, target), then load its library."""
+    return CompiledModel(read_artifact(path))
+
+
+def import_tvm():
+    """Import TVM for running artifacts without pulling in torch.
+
+    `tvm_ffi` imports torch eagerly when it is installed (a workaround for a Windows-only symbol
+    clash), which would add seconds and hundreds of modules to every deployed process. Unless
+    torch is already loaded, its import is blocked while TVM initialises; TVM then runs without
+    torch interop, which the runtime does not use. `TVM_USE_RUNTIME_LIB=1` (TVM's own switch)
+    additionally skips the Relax compiler; `ember run` sets it.
+    """
+    if "tvm" not in sys.modules and "torch" not in sys.modules:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` fail
+        try:
+            import tvm  # noqa: F401
+        finally:
+            if sys.modules.get("torch", 0) is None:
+                del sys.modules["torch"]
+    import tvm
+    import tvm.runtime.vm  # noqa: F401
+
+    return tvm
+
+
+class CompiledModel:
+    """A callable compiled model: `model(x)` or `model(x=x)`; see `manifest`, `report`."""
+
+    def __init__(self, artifact: Artifact):
+        tvm = import_tvm()
+        self.path = artifact.path
+        self.manifest: dict[str, Any] = artifact.manifest
+        self.ir_text: str = artifact.ir_text
+        self.inputs: list[TensorSpec] = artifact.inputs
+        self.outputs: list[TensorSpec] = artifact.outputs
+        self._check_tvm_version(tvm.__version__)
+        self._device = self._make_device(tvm)
+        self._lib = self._load_library(tvm, artifact.members[LIBRARY])
+        self._local = threading.local()
+        self._tensor = tvm.runtime.tensor
+        self._vm_class = tvm.runtime.vm.VirtualMachine
+
+    # ---- metadata -----------------------------------------------------------------------
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """The pass pipeline's report from compile time: {"spec", "seconds", "passes": [...]}."""
+        return dict(self.manifest.get("pipeline", {}).get("report") or {"passes": []})
+
+    @property
+    def target(self) -> str:
+        return str(self.manifest["target"].get("name"))
+
+    def __repr__(self) -> str:
+        sig = self._signature()
+        return f"<CompiledModel {self.manifest.get('name', '?')}({sig}) target={self.target}>"
+
+    # ---- calling ------------------------------------------------------------------------
+    def __call__(self, *inputs: Any, **named_inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        arrays = self.check_inputs(inputs, named_inputs)
+        vm_main = self._vm_main()
+        out = vm_main(*[self._tensor(a, self._device) for a in arrays])
+        results = _to_numpy(out)
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def check_inputs(self, inputs: Sequence[Any], named: Mapping[str, Any]) -> list[np.ndarray]:
+        """Match positional and named inputs to the manifest; check count, dtypes and shapes."""
+        specs = self.inputs
+        names = self.input_names
+        if len(inputs) > len(specs):
+            raise InputError(f"{self._name()} takes {len(specs)} input(s) ({self._signature()}), "
+                             f"got {len(inputs)} positional")
+        given: dict[str, Any] = dict(zip(names, inputs))
+        for key, value in named.items():
+            if key not in names:
+                raise InputError(f"{self._name()} has no input named {key!r}; inputs are "
+                                 f"{self._signature()}")
+            if key in given:
+                raise InputError(f"input {key!r} given both by position and by name")
+            given[key] = value
+        missing = [n for n in names if n not in given]
+        if missing:
+            raise InputError(f"{self._name()}: missing input(s) {', '.join(map(repr, missing))}; "
+                             f"expected {self._signature()}")
+        bindings: dict[str, tuple[int, str]] = {}
+        return [self._check_one(spec, given[spec.name], bindings) for spec in specs]
+
+    def _check_one(self, spec: TensorSpec, value: Any, bindings: dict[str, tuple[int, str]]):
+        arr = _as_array(spec.name, value)
+        if arr.dtype != np.dtype(spec.dtype):
+            raise InputError(f"input {spec.name!r}: dtype {arr.dtype} but the model expects "
+                             f"{spec.dtype}; convert with .astype(np.{spec.dtype})")
+        if arr.ndim != len(spec.shape):
+            raise InputError(f"input {spec.name!r}: shape {list(arr.shape)} has rank {arr.ndim}, "
+                             f"the model expects rank {len(spec.shape)} {_fmt_shape(spec.shape)}")
+        for axis, (got, dim) in enumerate(zip(arr.shape, spec.shape)):
+            if isinstance(dim, int):
+                if got != dim:
+                    raise InputError(f"input {spec.name!r}: dim {axis} is {got} but the model "
+                                     f"was compiled for {dim} (shape {_fmt_shape(spec.shape)}); "
+                                     "re-compile with dynamic_dims to allow other sizes")
+            elif dim.isidentifier():
+                seen = bindings.setdefault(dim, (got, spec.name))
+                if seen[0] != got:
+                    raise InputError(f"input {spec.name!r}: dim {axis} ({dim!r}) is {got} but "
+                                     f"{dim!r} is {seen[0]} in input {seen[1]!r}")
+        return np.ascontiguousarray(arr)
+
+    def _vm_main(self):
+        fn = getattr(self._local, "main", None)
+        if fn is None:
+            vm = self._vm_class(self._lib, self._device)
+            self._local.vm, self._local.main = vm, vm["main"]
+            fn = self._local.main
+        return fn
+
+    # ---- benchmarking -------------------------------------------------------------------
+    def random_inputs(self, batch: int = 1, seed: int = 0) -> list[np.ndarray]:
+        """Inputs shaped from the manifest, every symbolic dim set to `batch`."""
+        rng = np.random.default_rng(seed)
+        arrays = []
+        for spec in self.inputs:
+            shape = tuple(d if isinstance(d, int) else batch for d in spec.shape)
+            dtype = np.dtype(spec.dtype)
+            if dtype.kind == "f":
+                arrays.append(rng.standard_normal(shape).astype(dtype))
+            elif dtype.kind == "b":
+                arrays.append(rng.integers(0, 2, shape).astype(bool))
+            else:  # indices: stay at 0/1 so any embedding table accepts them
+                arrays.append(rng.integers(0, 2, shape).astype(dtype))
+        return arrays
+
+    def benchmark(self, inputs: Sequence[Any] | None = None, *, warmup: int = 10,
+                  repeat: int = 100, batch: int = 1) -> dict[str, float]:
+        """Time whole calls (input checks and copies included): median/p90/mean/min in ms."""
+        arrays = list(inputs) if inputs is not None else self.random_inputs(batch)
+        for _ in range(max(0, warmup)):
+            self(*arrays)
+        times = []
+        for _ in range(max(1, repeat)):
+            t0 = time.perf_counter()
+            self(*arrays)
+            times.append((time.perf_counter() - t0) * 1e3)
+        t = np.asarray(times)
+        return {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)),
+                "mean_ms": float(t.mean()), "min_ms": float(t.min()), "repeat": len(times),
+                "batch": batch if inputs is None else _leading_dim(arrays)}
+
+    # ---- loading helpers ----------------------------------------------------------------
+    def _check_tvm_version(self, runtime_version: str) -> None:
+        built = str(self.manifest.get("tvm_version") or "")
+        if built and built.split(".")[:2] != runtime_version.split(".")[:2]:
+            raise ArtifactError(f"{self.path} was built with TVM {built} but this runtime is TVM "
+                                f"{runtime_version}; re-compile it or install "
+                                f"apache-tvm=={built}")
+
+    def _make_device(self, tvm):
+        kind = self.manifest["target"].get("target", {}).get("kind", "llvm")
+        if kind in ("llvm", "c"):
+            return tvm.cpu(0)
+        device = tvm.device(kind, 0)
+        if not device.exist:
+            raise ArtifactError(f"{self.path} was compiled for target "
+                                f"{self.target!r} ({kind}) but no {kind} device is available "
+                                "here; re-compile with --target cpu")
+        return device
+
+    def _load_library(self, tvm, data: bytes):
+        tmpdir = tempfile.mkdtemp(prefix="ember-")
+        try:
+            lib_path = Path(tmpdir) / LIBRARY
+            lib_path.write_bytes(data)
+            try:
+                return tvm.runtime.load_module(str(lib_path))
+            except Exception as e:  # TVM raises its own error types; name the artifact instead
+                raise ArtifactError(f"{self.path}: the TVM runtime could not load {LIBRARY} "
+                                    f"({type(e).__name__}: {str(e).strip().splitlines()[-1]})"
+                                    ) from e
+        finally:  # the loaded library stays mapped after its file is gone (POSIX)
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def _name(self) -> str:
+        return f"model {self.manifest.get('name', '')!s}".strip()
+
+    def _signature(self) -> str:
+        return ", ".join(f"{t.name}: {t.dtype}{_fmt_shape(t.shape)}" for t in self.inputs)
+
+
+def _as_array(name: str, value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    torch = sys.modules.get("torch")  # never import torch here; only recognise its tensors
+    if torch is not None and isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, (np.generic, int, float, bool)) or hasattr(value, "__array__"):
+        return np.asarray(value)
+    raise InputError(f"input {name!r}: expected a numpy array or torch tensor, got "
+                     f"{type(value).__name__}")
+
+
+def _to_numpy(out: Any) -> list[np.ndarray]:
+    if hasattr(out, "numpy"):
+        return [out.numpy()]
+    results: list[np.ndarray] = []
+    for item in out:  # tuples of outputs come back as a sequence (possibly nested)
+        results.extend(_to_numpy(item))
+    return results
+
+
+def _fmt_shape(shape: Sequence[int | str]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _leading_dim(arrays: Sequence[Any]) -> int:
+    first = np.asarray(arrays[0]) if arrays else np.zeros(())
+    return int(first.shape[0]) if first.ndim else 1
