@@ -55,6 +55,13 @@ def random_shift(images: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return out.reshape(n, 64)
 
 
+def noise_images(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Off-manifold [2n, 64] pixels for outlier exposure: clipped Gaussian (what a broken
+    sampler emits, mapped to [0, 1]) and uniform noise."""
+    gauss = (torch.randn(n, 64, generator=generator).clamp(-1, 1) + 1) / 2
+    return torch.cat([gauss, torch.rand(n, 64, generator=generator)])
+
+
 def train_classifier(name: str) -> tuple[torch.nn.Module, dict]:
     mod = importlib.import_module(f"ember.zoo.{name}")
     cfg = mod.TRAIN_CONFIG
@@ -79,6 +86,10 @@ def train_classifier(name: str) -> tuple[torch.nn.Module, dict]:
                 xb = random_shift(xb, gen)
             inputs = [torch.from_numpy(a) for a in mod.preprocess(xb.numpy())]
             loss = F.cross_entropy(model(*inputs), y_train[idx])
+            if cfg.get("outlier_exposure"):
+                noise = [torch.from_numpy(a) for a in mod.preprocess(noise_images(len(idx), gen).numpy())]
+                uniform_ce = -F.log_softmax(model(*noise), dim=-1).mean()
+                loss = loss + cfg["outlier_exposure"] * uniform_ce
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -1,5 +1,6 @@
 """What the pipeline records and who may watch it: pass reports and instruments.
 
+The numeric-check helpers (default sample inputs, output comparison) live here too.
 Reports are plain data (JSON via `to_dict`) because they travel inside the artifact and are
 printed by `ember inspect`. Instruments are TVM-style before/after hooks, so debugging aids are
 objects passed to `Pipeline.run(instruments=[...])` rather than global flags:
@@ -145,6 +146,46 @@ def compare_outputs(outs: list[list[np.ndarray]], refs: list[list[np.ndarray]]
             if finite.size:
                 scale = max(scale, float(finite.max()))
     return worst, (total / count if count else 0.0), scale
+
+
+def normalize_samples(graph: Graph, samples: Any, calibration: Any,
+                      rng: np.random.Generator, n_calib: int = 2) -> list[tuple[np.ndarray, ...]]:
+    """Samples as a list of input tuples; defaults to calibration batches (cut down to static
+    dims), else random data.
+
+    `samples` is a list of tuples (one array per graph input); a bare array or a tuple of arrays
+    counts as one sample. Random data binds every symbolic dim to 2, floats ~ N(0, 1), ints 0/1.
+    """
+    if samples is None:
+        if calibration is not None and len(calibration):  # cut batches to static dims
+            return [tuple(_fit(np.asarray(a), v.type) for a, v in zip(batch, graph.inputs))
+                    for batch in list(calibration)[:n_calib]]
+        else:
+            return [tuple(_random_input(v.type, rng) for v in graph.inputs)]
+    if isinstance(samples, np.ndarray) or (
+            isinstance(samples, tuple) and all(isinstance(a, np.ndarray) for a in samples)):
+        samples = [samples]
+    out = []
+    for s in samples:
+        s = (s,) if isinstance(s, np.ndarray) else tuple(s)
+        out.append(tuple(np.asarray(a) for a in s))
+    return out
+
+
+def _fit(arr: np.ndarray, t: Any) -> np.ndarray:
+    if arr.ndim != t.rank:
+        return arr
+    return arr[tuple(slice(0, d) if isinstance(d, int) else slice(None) for d in t.shape)]
+
+
+def _random_input(t: Any, rng: np.random.Generator) -> np.ndarray:
+    shape = tuple(d if isinstance(d, int) else 2 for d in t.shape)
+    np_dtype = t.dtype.to_numpy()
+    if t.dtype.is_float:
+        return rng.standard_normal(shape).astype(np_dtype)
+    if np_dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(bool)
+    return rng.integers(0, 2, shape).astype(np_dtype)
 
 
 class Instrument:

@@ -26,7 +26,9 @@ from ..errors import EmberError, PassError, PipelineSpecError
 from ..ir.graph import Graph
 from ..ir.interpret import check_inputs, run_graph
 from ..ir.verify import verify as verify_graph
-from .instruments import Instrument, PassReport, PipelineReport, compare_outputs
+from .instruments import (
+    Instrument, PassReport, PipelineReport, compare_outputs, normalize_samples,
+)
 from .options import (
     convert_option, describe_options, format_option, options_equal, split_top_level,
 )
@@ -59,7 +61,9 @@ class Pass:
     def spec(self) -> str:
         """The pipeline-string form of this instance; options at their default are left out."""
         changed = []
-        for f in dataclasses.fields(self) if dataclasses.is_dataclass(self) else ():
+        fields: tuple[dataclasses.Field[Any], ...] = \
+            dataclasses.fields(self) if dataclasses.is_dataclass(self) else ()
+        for f in fields:
             value = getattr(self, f.name)
             if f.default is not dataclasses.MISSING:
                 default = f.default
@@ -363,43 +367,3 @@ def _save_input(graph: Graph, i: int, pass_: Pass) -> str:
             return f"{text_path} (IR text only; weights were not available)"
         except Exception as e:
             return f"<not saved: {e}>"
-
-
-def normalize_samples(graph: Graph, samples: Any, calibration: Any,
-                      rng: np.random.Generator, n_calib: int = 2) -> list[tuple[np.ndarray, ...]]:
-    """Samples as a list of input tuples; defaults to calibration batches (cut down to static
-    dims), else random data.
-
-    `samples` is a list of tuples (one array per graph input); a bare array or a tuple of arrays
-    counts as one sample. Random data binds every symbolic dim to 2, floats ~ N(0, 1), ints 0/1.
-    """
-    if samples is None:
-        if calibration is not None and len(calibration):  # cut batches to static dims
-            return [tuple(_fit(np.asarray(a), v.type) for a, v in zip(batch, graph.inputs))
-                    for batch in list(calibration)[:n_calib]]
-        else:
-            return [tuple(_random_input(v.type, rng) for v in graph.inputs)]
-    if isinstance(samples, np.ndarray) or (
-            isinstance(samples, tuple) and all(isinstance(a, np.ndarray) for a in samples)):
-        samples = [samples]
-    out = []
-    for s in samples:
-        s = (s,) if isinstance(s, np.ndarray) else tuple(s)
-        out.append(tuple(np.asarray(a) for a in s))
-    return out
-
-
-def _fit(arr: np.ndarray, t: Any) -> np.ndarray:
-    if arr.ndim != t.rank:
-        return arr
-    return arr[tuple(slice(0, d) if isinstance(d, int) else slice(None) for d in t.shape)]
-
-
-def _random_input(t: Any, rng: np.random.Generator) -> np.ndarray:
-    shape = tuple(d if isinstance(d, int) else 2 for d in t.shape)
-    np_dtype = t.dtype.to_numpy()
-    if t.dtype.is_float:
-        return rng.standard_normal(shape).astype(np_dtype)
-    if np_dtype == np.bool_:
-        return rng.integers(0, 2, shape).astype(bool)
-    return rng.integers(0, 2, shape).astype(np_dtype)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import EmberError, RewriteLoopError
 from ..ir.graph import Graph, Op, Value
-from ..ir.ops import COMMUTATIVE, SIDE_EFFECT, get_schema
+from ..ir.ops.registry import COMMUTATIVE, SIDE_EFFECT, get_schema
 
 __all__ = ["P", "Rule", "Rules", "Builder", "RewriteStats", "RewriteLoopError", "rewrite",
            "erase_dead"]

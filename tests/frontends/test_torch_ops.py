@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import ember
-from ember.ir.ops import has_schema
 from ember.frontends.torch import ATEN_TO_EMBER
+from ember.ir.ops import has_schema
 
 
 class Fn(nn.Module):
@@ -139,11 +139,13 @@ def test_converter_matches_eager(name):
 
 
 DYNAMIC = ["scalar_arith", "compare_where", "reductions", "softmax", "expand_cat_batched",
-           "factories_like", "norms", "linear_batched_dims", "slices_dynamic", "conv_pool"]
+           "factories_like", "norms", "linear_batched_dims", "slices_dynamic", "conv_pool",
+           "head_rows"]
 DYN_CASES = {
     "factories_like": (lambda m, x: x + torch.zeros_like(x) + torch.ones(x.shape[0], 1)
                        + torch.full((x.shape[0], 3), 2.0), (_x(4, 3),)),
     "slices_dynamic": (lambda m, x: torch.cat([x[:, 1:], x[:, :1]], 1).reshape(-1) * 2, (_x(4, 3),)),
+    "head_rows": (lambda m, x: x[:2].sum(0) + x[1:3:1].mean(0) + x, (_x(4, 3),)),
 }
 
 

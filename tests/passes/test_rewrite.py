@@ -12,7 +12,7 @@ from ember.passes.rewrite import P, Rule, Rules, rewrite
 F32 = DType.f32
 
 
-def _graph(*kinds_and_consts) -> tuple[Graph, object]:
+def _graph() -> tuple[Graph, object]:
     g = Graph("g")
     x = g.add_input("x", TensorType((4,), F32))
     return g, x

@@ -112,7 +112,8 @@ def test_flow_sampler_confidence_matches_record(zoo) -> None:
     score = z.evaluate(as_numpy_fn(sampler))
     assert score == pytest.approx(RECORDED["digits_flow"], abs=0.005)
     # Pure noise must score clearly worse than the sampler, and real digits better.
-    assert z.evaluate(lambda n: np.clip(n, -1, 1)) < score - 0.05
+    assert z.evaluate(lambda n: np.clip(n, -1, 1)) < 0.3
+    assert z.evaluate(lambda n: np.zeros_like(n)) < 0.3
     real = z.eval_data[0]
     assert digits_flow.sample_confidence(z.extras["classifier"], real) > score
 

@@ -11,4 +11,4 @@ from . import convert_control, convert_math, convert_nn, convert_shape  # noqa: 
 from .table import ATEN_TO_EMBER, ATTRS, CONVERTERS, converts
 from .trace import decomposition_table, trace
 
-__all__ = ["trace", "ATEN_TO_EMBER", "ATTRS", "CONVERTERS", "converts", "decomposition_table"]
+__all__ = ["ATEN_TO_EMBER", "ATTRS", "CONVERTERS", "converts", "decomposition_table", "trace"]

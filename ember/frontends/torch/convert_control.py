@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from ...ir.types import TensorType
-from .importer import GraphImporter, Unsupported
+from .context import Unsupported
+from .importer import GraphImporter
 from .table import converts
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ...ir import DType, Value
+from .context import Unsupported, torch_dtype
 from .convert_shape import broadcast_to
-from .importer import GraphImporter, Unsupported, torch_dtype
+from .importer import GraphImporter
 from .table import converts
 
 # ---- arithmetic -------------------------------------------------------------------------------

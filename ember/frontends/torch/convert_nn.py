@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .importer import GraphImporter, Unsupported
+from .context import Unsupported
+from .importer import GraphImporter
 from .table import converts
 
 

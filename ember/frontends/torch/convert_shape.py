@@ -7,9 +7,12 @@ becomes -1 so the op still works for any batch size.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ...ir import DType, Value
 from ...ir.types import normalize_axis
-from .importer import GraphImporter, Unsupported
+from .context import Unsupported
+from .importer import GraphImporter
 from .table import converts
 
 _BIG = 2**62  # torch uses INT64_MAX for "to the end" in slices
@@ -113,10 +116,16 @@ def _slice(cx: GraphImporter, x, dim=0, start=None, end=None, step=1):
         start, end, step = slice(start, end, step).indices(size)
         if (start, end, step) == (0, size, 1):
             return x
-    elif start == 0 and end >= _BIG and step == 1:
+        return cx.emit("slice", x, dim=dim, start=start, end=end, step=step)
+    if start == 0 and end >= _BIG and step == 1:
         return x
-    end = min(end, _BIG)
-    return cx.emit("slice", x, dim=dim, start=start, end=end, step=step)
+    count = cx.out_type().shape[dim]
+    if isinstance(count, int) and start >= 0:
+        # A fixed number of rows of a symbolic dim (x[:2] of a batch): gather them, since a
+        # slice of a symbolic dim has a symbolic size in ember's types.
+        rows = cx.g.const(np.arange(start, start + count * step, step, dtype=np.int64))
+        return cx.emit("index_select", x, rows, dim=dim)
+    return cx.emit("slice", x, dim=dim, start=start, end=min(end, _BIG), step=step)
 
 
 @converts("aten.cat.default")

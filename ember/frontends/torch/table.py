@@ -13,7 +13,8 @@ ATen first, which is what lets a short table cover most models.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 ATEN_TO_EMBER: dict[str, str] = {
     # unary elementwise

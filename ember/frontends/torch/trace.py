@@ -12,13 +12,15 @@ import inspect
 import logging
 import re
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
 from ...errors import InputError, ShapeError, UnsupportedOpError
 from ...ir import Graph
-from .importer import POISON, GraphImporter, LazyConst, Problems, Symbols
+from .context import Problems, Symbols
+from .importer import POISON, GraphImporter, LazyConst
 from .table import ATEN_TO_EMBER, CONVERTERS, is_supported, target_name
 
 DynamicDims = Mapping[Any, Mapping[int, str]]
@@ -46,9 +48,11 @@ def trace(module: torch.nn.Module, example_inputs: tuple, dynamic_dims: DynamicD
     try:
         return import_program(program, names, spec_symbols(names, dynamic_dims),
                               name or snake_case(type(module).__name__))
-    except ShapeError as e:
+    except (ShapeError, UnsupportedOpError) as e:
         # torch.export checks shapes but not all dtypes (fake kernels accept i64 into linear);
         # if eager torch rejects the inputs too, the inputs are at fault, not the frontend.
+        if isinstance(e, UnsupportedOpError) and not getattr(e, "type_errors", False):
+            raise
         eager_failure = _eager_failure(module, tuple(example_inputs))
         if eager_failure is None:
             raise
@@ -143,6 +147,7 @@ def export(module: torch.nn.Module, example_inputs: tuple, spec: tuple | None):
         with warnings.catch_warnings():
             for pattern in _TORCH_NOISE:
                 warnings.filterwarnings("ignore", message=pattern)
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
             program = torch.export.export(module, example_inputs, dynamic_shapes=spec)
             if not needs_decomposition(program):
                 return program  # every op is one ember converts: skip the costly retrace
@@ -161,7 +166,7 @@ def _eager_failure(module: torch.nn.Module, example_inputs: tuple) -> str | None
     try:
         with torch.no_grad():
             module(*example_inputs)
-    except Exception as e:  # any failure of the user's forward is the answer we want
+    except Exception as e:  # noqa: BLE001 (any failure of the user's forward is the answer)
         return f"{type(e).__name__}: {e}"
     finally:
         for m, training in modes.items():
@@ -274,8 +279,8 @@ def _bind_symbols(symbols: Symbols, val: torch.Tensor, dims: dict[int, str]) -> 
 
 def unsupported_error(graph_name: str, problems: Problems) -> UnsupportedOpError:
     total = sum(len(v) for v in problems.ops.values())
-    lines = [f"cannot import {graph_name}: {len(problems.ops)} unsupported op(s), {total} "
-             "occurrence(s):"]
+    head = f"cannot import {graph_name}: {len(problems.ops)} unsupported op(s), {total} occurrence(s):"
+    lines = [head]
     for op, places in sorted(problems.ops.items()):
         reasons = "; ".join(sorted(problems.reasons.get(op, ())))
         if op in problems.origins:
@@ -286,7 +291,9 @@ def unsupported_error(graph_name: str, problems: Problems) -> UnsupportedOpError
             lines.append(f"    at {place}")
     lines.append("Rewrite these parts with supported torch ops, or add a converter to "
                  "ember/frontends/torch (ATEN_TO_EMBER or @converts).")
-    return UnsupportedOpError("\n".join(lines), {k: list(v) for k, v in problems.ops.items()})
+    error = UnsupportedOpError("\n".join(lines), {k: list(v) for k, v in problems.ops.items()})
+    error.type_errors = problems.type_errors  # type: ignore[attr-defined]
+    return error
 
 
 def snake_case(name: str) -> str:

@@ -6,7 +6,6 @@ cast), so the pass is exact. Ops are visited in order, so chains of consts fold 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -49,7 +48,7 @@ class FoldConstants(Pass):
             if not isinstance(v.producer.attrs.get("value"), np.ndarray):
                 return False  # data elided from the text form: nothing to compute with
         for r in op.results:
-            if not r.type.is_static or math.prod(r.type.shape) > self.max_elements:  # type: ignore[arg-type]
+            if not r.type.is_static or r.type.numel() > self.max_elements:
                 return False
         return True
 

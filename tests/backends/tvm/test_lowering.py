@@ -157,25 +157,41 @@ def test_lowered_params_use_one_shared_symbol_per_dim():
     assert da.same_as(db)
 
 
-def test_unsupported_op_error_names_kind_loc_and_types():
+def test_unsupported_ops_are_listed_all_at_once_with_reasons(monkeypatch):
+    from ember.backends.tvm import lowering
+
     g = Graph("bad")
     x = g.add_input("x", TensorType((2, 3), DType.f32))
-    y = g.add("relu", x, loc="encoder.act")
-    y.producer.kind = "not_a_real_op_kind"  # a kind with no schema or lowering
-    g.set_outputs(y)
-    with pytest.raises(Exception) as info:
-        lower(g)
-    assert "not_a_real_op_kind" in str(info.value)
-
-
-def test_lowering_error_names_op_loc_and_input_types():
-    g = Graph("seq")
-    x = g.add_input("x", TensorType(("batch", 3, 4), DType.f32))
-    y = g.add("slice", x, dim=1, start=0, end=2, step=-1, loc="model.slicer") \
-        if False else g.add("max_pool2d", g.add("unsqueeze", x, dim=1), kernel_size=(2, 2),
-                            stride=(2, 2), ceil_mode=True, loc="model.pool")
-    g.set_outputs(y)
+    g.set_outputs(g.add("tanh", g.add("relu", x, loc="enc.act"), loc="enc.out"))
+    monkeypatch.delitem(lowering.LOWERINGS, "relu")
+    monkeypatch.delitem(lowering.LOWERINGS, "tanh")
+    monkeypatch.setitem(lowering.UNSUPPORTED, "relu", "a test reason")
     with pytest.raises(LoweringError) as info:
         lower(g)
     msg = str(info.value)
-    assert "max_pool2d" in msg and "model.pool" in msg and "f32[batch,1,3,4]" in msg
+    assert "relu" in msg and "enc.act" in msg and "a test reason" in msg
+    assert "tanh" in msg and "enc.out" in msg
+
+
+def test_decompose_is_used_when_a_kind_has_no_lowering(monkeypatch):
+    from ember.backends.tvm import lowering
+
+    g = Graph("t")
+    x = g.add_input("x", TensorType(("batch", 3, 4), DType.f32))
+    g.set_outputs(g.add("transpose", x, dim0=1, dim1=2))
+    monkeypatch.delitem(lowering.LOWERINGS, "transpose")  # transpose decomposes to permute
+    assert "permute_dims" in lower(g).script()
+    vm = relax.VirtualMachine(build(lower(g), "cpu"), tvm.cpu())
+    xs = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    np.testing.assert_array_equal(_run(vm, "main", [xs])[0], xs.transpose(0, 2, 1))
+
+
+def test_lowering_error_names_op_loc_and_input_types():
+    g = Graph("norm")
+    x = g.add_input("x", TensorType(("batch", "width"), DType.f32))
+    g.set_outputs(g.add("layer_norm", x, loc="model.norm"))
+    with pytest.raises(LoweringError) as info:
+        lower(g)
+    msg = str(info.value)
+    assert "layer_norm" in msg and "model.norm" in msg and "f32[batch,width]" in msg
+    assert "static" in msg  # says what to do: make the normalized dim static

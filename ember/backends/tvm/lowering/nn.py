@@ -12,6 +12,7 @@ import numpy as np
 from tvm import relax, te, tirx, topi
 
 from ....errors import LoweringError
+from ....ir import DType
 from . import LowerContext, lowers, static_shape, tvm_dtype
 
 R = relax.op
@@ -189,8 +190,23 @@ def _(cx, op, q, k, v, mask, is_causal=False, scale=None):
             s = cx.emit(R.where(mask, s, cx.const(-np.inf, qt.dtype)))
         else:
             s = cx.emit(R.add(s, mask))
-    p = cx.emit(R.nn.softmax(s, axis=-1))
+    p = cx.emit(_safe_softmax(cx, s, qt.dtype) if (is_causal or mask is not None)
+                else R.nn.softmax(s, axis=-1))
     return R.matmul(p, v)
+
+
+def _safe_softmax(cx: LowerContext, s, dtype):
+    """Softmax whose fully masked rows (all -inf) give 0, not NaN: torch's SDPA behaviour.
+
+    The row max is clamped to the lowest finite value (TVM's max may start there or at -inf),
+    so exp(-inf - top) is 0, and a row whose exponentials sum to 0 is a dead row.
+    """
+    lowest = {DType.f64: -1.7e308, DType.f16: -65504.0}.get(dtype, -3.0e38)  # finite, < any score
+    top = cx.emit(R.maximum(R.max(s, axis=[-1], keepdims=True), cx.const(lowest, dtype)))
+    e = cx.emit(R.exp(R.subtract(s, top)))
+    z = cx.emit(R.sum(e, axis=[-1], keepdims=True))
+    dead = cx.emit(R.equal(z, cx.const(0.0, dtype)))
+    return R.divide(e, R.where(dead, cx.const(1.0, dtype), z))
 
 
 def _causal_fill(s):
@@ -200,4 +216,3 @@ def _causal_fill(s):
                       name="causal")
 
 
-__all__ = ["topi", "tvm_dtype", "LowerContext"]
