@@ -16,9 +16,10 @@ import os
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,8 @@ def _onnxruntime(z: Any, workdir: Path, passes: str):
     def run(*arrays):
         return session.run(None, dict(zip(names, arrays)))[0]
 
-    return run, path.stat().st_size / 1024
+    size = sum(f.stat().st_size for f in workdir.glob(path.name + "*"))  # + external .data
+    return run, size / 1024
 
 
 def export_onnx(z: Any, path: Path) -> None:
@@ -187,7 +189,7 @@ def _bench_engine(z, engine, workdir, inputs, reference, warmup, repeat, passes)
         result.setup_s = time.perf_counter() - t0
         result.max_abs_diff = max(diffs)
         for b, arrays in inputs.items():
-            result.latency_ms[str(b)] = time_calls(lambda: fn(*arrays), warmup, repeat)
+            result.latency_ms[str(b)] = time_calls(lambda a=arrays: fn(*a), warmup, repeat)
     except Exception as e:  # noqa: BLE001 - a failing engine is a result ("n/a"), not a crash
         result.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}" if str(e) \
             else type(e).__name__

@@ -14,8 +14,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from .errors import InputError
 
@@ -36,17 +37,18 @@ def compile(module_or_graph: Any, example_inputs: Sequence[Any] | None = None, p
     from .runtime import write_artifact
 
     steps = _Steps(progress)
-    pipeline = Pipeline.parse(passes)  # first: a typo in the spec should not wait for tracing
+    pipeline = Pipeline.parse(passes)  # parse and resolve first: a typo in either should not
+    spec = backend.resolve(target)  # wait for tracing
+    checking = check and len(pipeline) > 0
     with steps("trace"):
         graph = import_model(module_or_graph, example_inputs, dynamic_dims)
     with steps("passes") as step:
-        graph = pipeline.run(graph, calibration=calibration, check=check and len(pipeline) > 0,
-                             sample_inputs=_samples(example_inputs) if check else None,
+        graph = pipeline.run(graph, calibration=calibration, check=checking,
+                             sample_inputs=_samples(example_inputs) if checking else None,
                              progress=step.pass_progress)
     with steps("lower"):
         relax_module = backend.lower(graph)
     with steps("build"):
-        spec = backend.resolve(target)
         executable = backend.build(relax_module, spec)
     with steps("write"), tempfile.TemporaryDirectory(prefix="ember-build-") as tmp:
         library = backend.export(executable, Path(tmp) / "lib.so")
@@ -130,7 +132,7 @@ class _Steps:
         self._name = ""
 
     @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator["_Steps"]:
+    def __call__(self, name: str) -> Iterator[_Steps]:
         self._name = name
         t0 = time.perf_counter()
         status = self._console.status(f"{name}...") if self._console else contextlib.nullcontext()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import EmberError
 
@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Only a real `ember` process may switch TVM to runtime-only mode (`ember run`): the switch
+    # sticks for the process, which would break compiling later in an in-process caller.
+    args.process_is_cli = argv is None
     from rich.console import Console
 
     err = Console(stderr=True, highlight=False)

@@ -137,7 +137,7 @@ def parse_dynamic(specs: list[str], names: list[str]) -> dict[str, dict[int, str
 
 # ---- run -------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    if "tvm" not in sys.modules:  # this process only runs: skip TVM's compiler entirely
+    if args.process_is_cli and "tvm" not in sys.modules:  # only runs: skip TVM's compiler
         os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
     from rich.console import Console
     from rich.table import Table
@@ -240,5 +240,12 @@ def load_graph(path_text: str):
     return ir.parse(text)
 
 
-__all__: list[Any] = ["cmd_compile", "cmd_run", "cmd_opt", "load_source", "parse_dynamic",
-                      "read_inputs", "load_graph"]
+__all__: list[Any] = [
+    "cmd_compile",
+    "cmd_opt",
+    "cmd_run",
+    "load_graph",
+    "load_source",
+    "parse_dynamic",
+    "read_inputs",
+]

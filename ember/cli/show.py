@@ -47,11 +47,11 @@ def manifest_tables(artifact: Any) -> list[Any]:
     summary.add_column(style="bold")
     summary.add_column()
     rows = [("model", m.get("name", "?")),
-            ("format", f"{m.get('format_version')} (ember {m.get('ember_version')}, "
-                       f"TVM {m.get('tvm_version')})"),
+            ("format", (f"{m.get('format_version')} (ember {m.get('ember_version')}, "
+                        f"TVM {m.get('tvm_version')})")),
             ("target", f"{target.get('name')}  {json.dumps(target.get('target'))}"),
-            ("needs", f"{target.get('arch')} / {target.get('os')}; CPU features: "
-                      f"{', '.join(target.get('host_features') or []) or 'baseline'}"),
+            ("needs", (f"{target.get('arch')} / {target.get('os')}; CPU features: "
+                       f"{', '.join(target.get('host_features') or []) or 'baseline'}")),
             ("runs here", "yes" if reason is None else f"[red]no: {escape(reason)}[/]"),
             ("passes", m.get("pipeline", {}).get("spec") or "(none)"),
             ("timings", ", ".join(f"{k} {v:.2f}s" for k, v in m.get("timings", {}).items()
@@ -101,8 +101,10 @@ def cmd_passes(args: argparse.Namespace) -> int:
         raise EmberError(f"unknown pass(es) {', '.join(unknown)}; known: {', '.join(registry)}")
     table = Table(title="registered passes (use as --passes \"name{option=value,...}\")",
                   title_justify="left", show_lines=True)
-    for col in ("pass", "options", "numerics", "description"):
-        table.add_column(col, overflow="fold")
+    table.add_column("pass", no_wrap=True)
+    table.add_column("options", no_wrap=True)
+    table.add_column("numerics", no_wrap=True)
+    table.add_column("description", overflow="fold", min_width=30)
     for name, cls in registry.items():
         if args.names and name not in args.names:
             continue
@@ -142,6 +144,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .. import bench
 
     console = Console()
+    console = Console(width=max(console.width, 170))  # 14 columns: wrap rather than elide
     try:
         batches = [int(b) for b in args.batches.split(",")]
     except ValueError:

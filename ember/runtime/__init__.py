@@ -9,8 +9,14 @@ Imports neither torch nor ember's compiler (frontends, passes); a test enforces 
 
 from __future__ import annotations
 
-from .artifact import (FORMAT_VERSION, Artifact, TensorSpec, build_manifest, read_artifact,
-                       write_artifact)
+from .artifact import (
+                       FORMAT_VERSION,
+                       Artifact,
+                       TensorSpec,
+                       build_manifest,
+                       read_artifact,
+                       write_artifact,
+)
 from .module import CompiledModel, load
 
 __all__ = ["FORMAT_VERSION", "Artifact", "CompiledModel", "TensorSpec", "build_manifest", "load",

@@ -24,9 +24,10 @@ import os
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ArtifactError
 from . import compat
@@ -52,7 +53,7 @@ class TensorSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
     @staticmethod
-    def from_dict(d: Mapping[str, Any]) -> "TensorSpec":
+    def from_dict(d: Mapping[str, Any]) -> TensorSpec:
         return TensorSpec(str(d["name"]), tuple(d["shape"]), str(d["dtype"]))
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import platform
 import sys
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 # LLVM feature name -> /proc/cpuinfo flag, for the ISA extensions that change generated code.
 LLVM_TO_CPUINFO = {

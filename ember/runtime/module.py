@@ -16,8 +16,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from ..errors import ArtifactError, InputError
 from .artifact import LIBRARY, Artifact, TensorSpec, read_artifact
 
 
-def load(path: str | os.PathLike) -> "CompiledModel":
+def load(path: str | os.PathLike) -> CompiledModel:
     """Load a .ember file: verify it (format, hashes, target), then load its library."""
     return CompiledModel(read_artifact(path))
 
@@ -42,12 +43,12 @@ def import_tvm():
     if "tvm" not in sys.modules and "torch" not in sys.modules:
         sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` fail
         try:
-            import tvm  # noqa: F401
+            import tvm
         finally:
             if sys.modules.get("torch", 0) is None:
                 del sys.modules["torch"]
     import tvm
-    import tvm.runtime.vm  # noqa: F401
+    import tvm.runtime.vm
 
     return tvm
 
@@ -257,7 +258,9 @@ def _aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
 def _to_numpy(out: Any) -> list[np.ndarray]:
     if hasattr(out, "numpy"):
         if out.device.dlpack_device_type() == 1 and str(out.dtype) != "bool":
-            return [np.from_dlpack(out)]  # zero-copy: the array keeps the TVM tensor alive
+            # DLPack then one memcpy: far cheaper than .numpy(), and the copy matters because
+            # an output may alias a baked-in constant or an input, which callers must not mutate
+            return [np.array(np.from_dlpack(out), copy=True)]
         return [out.numpy()]
     results: list[np.ndarray] = []
     for item in out:  # tuples of outputs come back as a sequence (possibly nested)

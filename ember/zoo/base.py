@@ -10,6 +10,7 @@ Loading only reads `weights/<name>.safetensors`: it never trains and never downl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,8 @@ class ZooModel:
     """What `evaluate` returns: "accuracy", or "sample_confidence" for digits_flow."""
     reference_metric: float | None = None
     """The `evaluate` value recorded by the training script (from the weights file's metadata)."""
-    metadata: dict[str, str] = field(default_factory=dict, repr=False)
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+    """What the training script recorded: metrics, parameter count, torch version."""
 
     def evaluate(self, fn: NumpyFn, batch_size: int | None = None) -> float:
         """Score `fn` on the held-out split; `fn` maps numpy inputs to numpy (or torch) outputs.
@@ -120,8 +122,8 @@ def weights_path(name: str) -> Path:
     return WEIGHTS_DIR / f"{name}.safetensors"
 
 
-def load_weights(module: torch.nn.Module, name: str) -> dict[str, str]:
-    """Load `weights/<name>.safetensors` into `module` strictly; return the file's metadata."""
+def load_weights(module: torch.nn.Module, name: str) -> dict[str, Any]:
+    """Load `weights/<name>.safetensors` into `module` strictly; return the recorded metadata."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -133,7 +135,7 @@ def load_weights(module: torch.nn.Module, name: str) -> dict[str, str]:
         )
     state = load_file(str(path))
     with safe_open(str(path), framework="pt") as f:
-        metadata = dict(f.metadata() or {})
+        metadata = json.loads((f.metadata() or {}).get("ember_zoo", "{}"))
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise EmberError(
@@ -145,7 +147,7 @@ def load_weights(module: torch.nn.Module, name: str) -> dict[str, str]:
     return metadata
 
 
-def reference_metric(metadata: dict[str, str]) -> float | None:
+def reference_metric(metadata: dict[str, Any]) -> float | None:
     value = metadata.get("eval_metric")
     return float(value) if value is not None else None
 

@@ -142,3 +142,16 @@ def test_module_mode_is_restored():
     g = ember.trace(m, (torch.randn(4, 3),))
     assert m.training and all(c.training for c in m.modules())
     assert "dropout" not in str(g)
+
+
+def test_dynamic_dims_that_must_be_equal():
+    class Pair(nn.Module):
+        def forward(self, x, t):
+            return torch.cat([x, t], dim=1)
+
+    pair = Pair()
+    inputs = (torch.randn(4, 3), torch.randn(4, 1))
+    with pytest.raises(InputError, match="must be equal"):
+        ember.trace(pair, inputs, {"x": {0: "batch"}, "t": {0: "n"}})
+    g = ember.trace(pair, inputs, {"x": {0: "batch"}, "t": {0: "batch"}})
+    assert [str(v.type) for v in g.inputs] == ["f32[batch,3]", "f32[batch,1]"]

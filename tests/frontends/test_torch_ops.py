@@ -88,6 +88,18 @@ CASES = {
               + F.layer_norm(x, (3, 4), eps=1e-3), (_x(2, 3, 4),)),
     "dropout_eval": (lambda m, x: m.drop(x) + F.dropout(x, 0.5, training=False), (_x(3, 4),)),
     "linear_batched_dims": (lambda m, x: m.fc(x), (_x(2, 3, 3),)),
+    "folded_mask": (lambda m, x: F.scaled_dot_product_attention(
+        x, x, x, attn_mask=torch.triu(torch.full((5, 5), float("-inf")), 1))
+        + torch.flip(torch.arange(4.0), [0]), (_x(2, 5, 4),)),
+    "index_tensor": (lambda m, x: x[:, torch.tensor([2, 0, 2])] + x[torch.tensor([[1], [0]])]
+                     .sum(1, keepdim=True)[:, :, :3], (_x(2, 4),)),
+    "clamp_tensor": (lambda m, x: torch.clamp(x, min=-x.abs().mean(), max=m.hi), (_x(3, 4),)),
+    "raw_aten": (lambda m, x: torch.ops.aten._native_batch_norm_legit_no_training(
+        x, m.w, m.w, m.rm, m.rv, 0.1, 1e-5)[0]
+        + torch.ops.aten.native_layer_norm(x, [5], m.w2, None, 1e-5)[0]
+        + torch.ops.aten._softmax(x, -1, False)
+        + torch.convolution(x, m.k, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1)
+        + F.max_pool2d(x, 3, 1, 1, return_indices=True)[0], (_x(2, 3, 4, 5),)),
 }
 
 MODULES = {
@@ -99,6 +111,10 @@ MODULES = {
     "norms": {"ln": nn.LayerNorm(4), "bn": nn.BatchNorm1d(4)},
     "dropout_eval": {"drop": nn.Dropout(0.3)},
     "linear_batched_dims": {"fc": nn.Linear(3, 5)},
+    "clamp_tensor": {"hi": nn.Parameter(torch.tensor(0.3))},
+    "raw_aten": {"w": nn.Parameter(torch.rand(3) + 0.5), "rm": torch.randn(3) * 0.1,
+                 "rv": torch.rand(3) + 0.5, "w2": nn.Parameter(torch.randn(5)),
+                 "k": nn.Parameter(torch.randn(3, 3, 3, 3) * 0.2)},
 }
 
 
@@ -108,6 +124,8 @@ def _module(name: str) -> nn.Module:
     for k, v in MODULES.get(name, {}).items():
         if isinstance(v, nn.Parameter):
             m.register_parameter(k, v)
+        elif isinstance(v, torch.Tensor):
+            m.register_buffer(k, v)
         else:
             m.add_module(k, v)
     if name == "norms":  # non-trivial running statistics
@@ -140,7 +158,7 @@ def test_converter_matches_eager(name):
 
 DYNAMIC = ["scalar_arith", "compare_where", "reductions", "softmax", "expand_cat_batched",
            "factories_like", "norms", "linear_batched_dims", "slices_dynamic", "conv_pool",
-           "head_rows"]
+           "head_rows", "index_tensor", "folded_mask"]
 DYN_CASES = {
     "factories_like": (lambda m, x: x + torch.zeros_like(x) + torch.ones(x.shape[0], 1)
                        + torch.full((x.shape[0], 3), 2.0), (_x(4, 3),)),

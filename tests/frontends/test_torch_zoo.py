@@ -97,3 +97,21 @@ def test_zoo_gru_is_one_op():
     assert [v.producer.attrs.get("name") for v in gru.inputs[2:]] == [
         "gru.weight_ih_l0", "gru.weight_hh_l0", "gru.bias_ih_l0", "gru.bias_hh_l0"]
     assert sum(counts.values()) < 20  # nothing unrolled
+
+
+def test_buffers_attributes_and_literals_become_named_consts():
+    class Consts(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("scale", torch.tensor([2.0, 3.0]), persistent=False)
+            self.offset = torch.tensor([0.5, -0.5])  # a plain tensor attribute
+
+        def forward(self, x):
+            return x * self.scale + self.offset + torch.tensor([1.0, 1.0])
+
+    module = Consts()
+    x = torch.randn(3, 2)
+    g = ember.trace(module, (x,))
+    names = {op.attrs.get("name") for op in g.consts()}
+    assert {"scale", "offset"} <= names and len(g.consts()) == 3
+    np.testing.assert_allclose(ember.interpret(g, x.numpy()), module(x).numpy(), atol=1e-6)

@@ -145,3 +145,35 @@ def test_import_ember_runtime_imports_no_torch_or_tvm():
             "bad = [m for m in ('torch', 'tvm', 'ember.frontends', 'ember.passes') "
             "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_outputs_are_private_copies(tiny_lib, tmp_path):
+    """An output that is a baked-in constant or an input must not alias model or user memory."""
+    import tvm
+    from tvm import relax
+
+    from ember.runtime import TensorSpec, build_manifest, write_artifact
+    from ember.runtime.compat import target_record
+
+    const = np.arange(4, dtype=np.float32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4,), "float32"))
+    with bb.function("main", [x]):
+        bb.emit_func_output(relax.Tuple([x, relax.const(const)]))
+    lib = tmp_path / "alias.so"
+    tvm.compile(bb.get(), target=tvm.target.Target({"kind": "llvm"})).export_library(str(lib))
+    spec = TensorSpec("x", (4,), "float32")
+    manifest = build_manifest(target=target_record("cpu", {"kind": "llvm"}), inputs=[spec],
+                              outputs=[TensorSpec("same", (4,), "float32"),
+                                       TensorSpec("c", (4,), "float32")],
+                              tvm_version=tvm.__version__)
+    model = ember.load(write_artifact(tmp_path / "alias.ember", manifest=manifest, lib=lib,
+                                      ir_text=""))
+    buf = np.empty(32, np.float32)
+    x_in = buf[(-buf.ctypes.data % 64) // 4:][:4]  # 64-byte aligned: passed zero-copy
+    x_in[:] = 7
+    same, c = model(x_in)
+    same[:] = -1
+    c[:] = -1
+    np.testing.assert_array_equal(x_in, 7)
+    np.testing.assert_array_equal(model(x_in)[1], const)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tvm
 from tvm import relax
@@ -23,9 +24,11 @@ from ...errors import BuildError
 from .lower import short_error
 from .targets import TargetSpec, resolve
 
-try:  # written concurrently by the scheduling work; builds run unscheduled without it
+try:  # the CPU schedules package; builds run unscheduled (still fused) without it
     from .schedules import apply_cpu_schedules as _apply_cpu_schedules
-except ImportError:
+except ModuleNotFoundError as e:  # only its absence; a broken schedules package must not hide
+    if e.name != f"{__package__}.schedules":
+        raise
     _apply_cpu_schedules = None
 
 
@@ -56,7 +59,7 @@ def build(mod: tvm.IRModule, target: TargetSpec | str | dict, *, schedule: bool 
                 return fn(arg)
         except BuildError:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (TVM raises many types; wrapped below)
             raise _build_error(name, e, arg, tgt, spec) from None
         finally:
             timings[name] = time.perf_counter() - t0
@@ -91,7 +94,7 @@ def export(executable, path: str | os.PathLike, cross_compiler: str | None = Non
             executable.export_library(path, fcompile=_cc.cross_compiler(cc))
         else:
             executable.export_library(path)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (TVM raises many types; wrapped below)
         raise BuildError(f"export to {path} failed{' with ' + cc if cc else ''}: "
                          f"{short_error(e)}; check the disk and, for cross targets, that the "
                          "cross compiler is installed") from None
@@ -120,7 +123,7 @@ def _failing_function(stage: str, mod: tvm.IRModule, tgt) -> str | None:
     for gv, func in prims:
         try:
             tvm.tirx.build(tvm.IRModule({gv: func}), tgt)
-        except Exception:
+        except Exception:  # noqa: BLE001 (any failure marks the function)
             failed.append(gv.name_hint)
     # Every function failing alone means the problem is not one kernel: do not blame one.
     return failed[0] if failed and len(failed) < len(prims) else None

@@ -78,6 +78,17 @@ def _clamp_max(cx: GraphImporter, x, hi):
     return cx.emit("clamp", x, max=float(hi))
 
 
+@converts("aten.clamp.Tensor")
+def _clamp_tensor(cx: GraphImporter, x, lo=None, hi=None):
+    dtype = cx.out_type().dtype
+    y = cx.cast(x, dtype)
+    if lo is not None:
+        y = cx.emit("maximum", y, cx.scalar(lo, dtype))
+    if hi is not None:
+        y = cx.emit("minimum", y, cx.scalar(hi, dtype))
+    return y
+
+
 @converts("aten.relu6.default")
 def _relu6(cx: GraphImporter, x):
     return cx.emit("clamp", x, min=0.0, max=6.0)

@@ -188,3 +188,24 @@ def _select(cx: GraphImporter, x, dim, index):
             raise Unsupported(f"select index {index} from the end of symbolic dim {size}")
         index += size
     return cx.emit("select", x, dim=dim, index=index)
+
+
+@converts("aten.index.Tensor")
+def _index(cx: GraphImporter, x, indices):
+    """x[..., idx] with one integer index tensor: index_select (plus a reshape for N-d idx)."""
+    given = [(d, i) for d, i in enumerate(indices) if i is not None]
+    if len(given) != 1:
+        raise Unsupported(f"advanced indexing with {len(given)} index tensors (only one)")
+    dim, idx = given[0]
+    if idx.dtype.is_float or idx.dtype is DType.bool:
+        raise Unsupported(f"indexing with a {idx.dtype} tensor (boolean masks give "
+                          "data-dependent shapes)")
+    flat = idx if idx.type.rank == 1 else cx.emit("reshape", idx, shape=(-1,))
+    out = cx.emit("index_select", x, flat, dim=dim)
+    if idx.type.rank != 1:
+        shape = x.shape[:dim] + idx.shape + x.shape[dim + 1:]
+        symbolic = [k for k, d in enumerate(shape) if not isinstance(d, int)]
+        shape = tuple(-1 if k in symbolic[:1] and len(symbolic) == 1 else d
+                      for k, d in enumerate(shape))
+        out = cx.emit("reshape", out, shape=shape)
+    return out

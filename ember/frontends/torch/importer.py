@@ -110,6 +110,10 @@ class GraphImporter:
             self.env[node] = self._getitem(node)
             return
         if name not in ATEN_TO_EMBER and name not in CONVERTERS:
+            folded = self._fold(node)
+            if folded is not None:
+                self.env[node] = folded
+                return
             origin = original_op(node)
             self.problems.add(name, where(node, self.parent_loc))
             if origin and origin != name:
@@ -135,6 +139,46 @@ class GraphImporter:
             self.problems.type_errors = True
             out = POISON
         self.env[node] = out
+
+    def _fold(self, node: torch.fx.Node) -> Any:
+        """Run an op ember lacks on constant inputs with torch, giving consts (None if it can't).
+
+        Masks and tables built in forward (torch.triu(torch.full(...)), ...) need no ember op.
+        Random ops are never folded: a frozen sample would change what the model computes.
+        """
+        target = node.target
+        if not isinstance(target, torch._ops.OpOverload) or \
+                torch.Tag.nondeterministic_seeded in target.tags:
+            return None
+        missing = object()
+
+        def concrete(a: Any) -> Any:
+            if not isinstance(a, torch.fx.Node):
+                return a
+            v = self.env.get(a, missing)
+            if isinstance(v, LazyConst):
+                return v.tensor.detach().clone()
+            if isinstance(v, Value) and v.producer is not None and v.producer.kind == "const":
+                value = v.producer.attrs["value"]
+                if isinstance(value, np.ndarray):
+                    return torch.from_numpy(value.copy())
+            if isinstance(v, SymSize) and isinstance(self.symbols.dim(v), int):
+                return self.symbols.dim(v)
+            raise Unsupported("not constant")
+
+        try:
+            args = torch.fx.node.map_aggregate(node.args, concrete)
+            kwargs = torch.fx.node.map_aggregate(node.kwargs, concrete)
+            with torch.no_grad():
+                out = target(*args, **kwargs)
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            if not all(isinstance(o, torch.Tensor) and o.dtype in DTYPES
+                       and o.dtype != torch.bfloat16 for o in outs):
+                return None
+        except Exception:  # noqa: BLE001 (not foldable: report the op as unsupported instead)
+            return None
+        consts = tuple(self.g.const(o.detach().contiguous().numpy()) for o in outs)
+        return consts if isinstance(out, (tuple, list)) else consts[0]
 
     def _getitem(self, node: torch.fx.Node) -> Any:
         src, index = node.args
@@ -268,7 +312,16 @@ class GraphImporter:
             if not isinstance(o, Value):
                 raise Unsupported(f"{name} body returns {o!r}, not a tensor")
         region.set_outputs(*outs)
+        drop_dead_consts(region)
         return region
+
+
+def drop_dead_consts(g: Graph) -> None:
+    """Erase consts nothing reads (inputs of ops folded away at import time)."""
+    outputs = {id(v) for v in g.outputs}
+    for op in g.ops:
+        if op.kind == "const" and not op.result.uses and id(op.result) not in outputs:
+            g.erase(op)
 
 
 def _is_elementwise(kind: str) -> bool:

@@ -20,7 +20,7 @@ import torch
 from ...errors import InputError, ShapeError, UnsupportedOpError
 from ...ir import Graph
 from .context import Problems, Symbols
-from .importer import POISON, GraphImporter, LazyConst
+from .importer import POISON, GraphImporter, LazyConst, drop_dead_consts
 from .table import ATEN_TO_EMBER, CONVERTERS, is_supported, target_name
 
 DynamicDims = Mapping[Any, Mapping[int, str]]
@@ -93,7 +93,6 @@ def dynamic_shapes(names: list[str], example_inputs: Any,
     if not dynamic_dims:
         return None
     per_input = _dims_by_index(names, dynamic_dims)
-    dims: dict[str, Any] = {}
     spec = []
     for i, x in enumerate(example_inputs):
         entry = {}
@@ -108,7 +107,9 @@ def dynamic_shapes(names: list[str], example_inputs: Any,
                 raise InputError(f"input {names[i]!r} has size {x.shape[axis]} in dynamic dim "
                                  f"{axis} ({symbol!r}); torch.export specializes sizes 0 and 1, "
                                  "so give an example with size >= 2 there")
-            entry[axis % x.dim()] = dims.setdefault(symbol, torch.export.Dim(symbol, min=1))
+            # Dim.DYNAMIC: torch infers the valid range (x[1:3] needs batch >= 3) and fails if
+            # the model forces the dim to one value; inputs sharing a name are unified below.
+            entry[axis % x.dim()] = torch.export.Dim.DYNAMIC
         spec.append(entry or None)
     return tuple(spec)
 
@@ -211,13 +212,20 @@ def _export_failure(module: torch.nn.Module, example_inputs: tuple, e: Exception
     lines = text.splitlines()
     if len(lines) > 25:
         text = "\n".join(lines[:25] + [f"... ({len(lines) - 25} more lines)"])
+    hint = ""
+    if "specialized it to be a constant" in text:
+        hint = ("\nA dim named in dynamic_dims is fixed by the model's code; leave it out of "
+                "dynamic_dims or change the code that fixes it.")
     return (f"torch.export could not trace {type(module).__name__} with example inputs "
-            f"({shapes}): {type(e).__name__}: {text}\nCheck that the example inputs have the "
+            f"({shapes}): {type(e).__name__}: {text}{hint}\nCheck that the example inputs have the "
             "shapes and dtypes the model's forward expects, and that forward runs eagerly on them.")
 
 
 def import_program(program, names: list[str], symbols_spec: dict[int, dict[int, str]],
                    graph_name: str) -> Graph:
+    for gm in program.graph_module.modules():  # unused results (e.g. batch-norm stats) go first
+        if isinstance(gm, torch.fx.GraphModule):
+            gm.graph.eliminate_dead_code()
     g = Graph(graph_name)
     symbols = Symbols()
     problems = Problems()
@@ -241,7 +249,7 @@ def import_program(program, names: list[str], symbols_spec: dict[int, dict[int, 
     user_nodes = [n for n in program.graph.nodes if n.op == "placeholder"
                   and isinstance(placeholders.get(n.name), tuple)]
     for i, node in enumerate(user_nodes):
-        _bind_symbols(symbols, node.meta["val"], symbols_spec.get(i, {}))
+        _bind_symbols(symbols, node.meta["val"], symbols_spec.get(i, {}), names[i])
 
     def bind(node):
         p = placeholders.get(node.name)
@@ -267,14 +275,20 @@ def import_program(program, names: list[str], symbols_spec: dict[int, dict[int, 
             raise UnsupportedOpError(f"{graph_name}: forward returns {r!r}; ember graphs return "
                                      "tensors only", {"non-tensor output": ["forward"]})
     g.set_outputs(*results)
+    drop_dead_consts(g)
     return g
 
 
-def _bind_symbols(symbols: Symbols, val: torch.Tensor, dims: dict[int, str]) -> None:
+def _bind_symbols(symbols: Symbols, val: torch.Tensor, dims: dict[int, str], name: str) -> None:
     for axis, symbol in dims.items():
         d = val.shape[axis]
-        if isinstance(d, torch.SymInt) and d.node.expr.is_Symbol:
-            symbols.names.setdefault(str(d.node.expr), symbol)
+        if not (isinstance(d, torch.SymInt) and d.node.expr.is_Symbol):
+            raise InputError(f"dim {axis} of input {name!r} ({symbol!r}) did not stay dynamic "
+                             f"in torch.export (it became {d}); the model fixes its size")
+        known = symbols.names.setdefault(str(d.node.expr), symbol)
+        if known != symbol:
+            raise InputError(f"dynamic dims {known!r} and {symbol!r} (input {name!r}) must be "
+                             "equal for this model; give them the same name")
 
 
 def unsupported_error(graph_name: str, problems: Problems) -> UnsupportedOpError:

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 
 tvm = pytest.importorskip("tvm")
-from tvm import relax  # noqa: E402
+from tvm import relax
 
-from ember.backends.tvm.build import build  # noqa: E402
-from ember.backends.tvm.lower import lower, lower_into  # noqa: E402
-from ember.backends.tvm.lowering import UNSUPPORTED  # noqa: E402
-from ember.errors import BuildError, LoweringError  # noqa: E402
-from ember.ir import DType, Graph, TensorType, interpret  # noqa: E402
-from ember.ir.ops import HAS_REGIONS, all_schemas  # noqa: E402
+from ember.backends.tvm.build import build
+from ember.backends.tvm.lower import lower, lower_into
+from ember.backends.tvm.lowering import UNSUPPORTED
+from ember.errors import BuildError, LoweringError
+from ember.ir import DType, Graph, TensorType, interpret
+from ember.ir.ops import HAS_REGIONS, all_schemas
 
-SCHEMAS = [s for s in all_schemas() if not s.has(HAS_REGIONS)]
+SCHEMAS = all_schemas()
 
 
 def _fn_name(kind: str, i: int) -> str:
@@ -30,7 +30,9 @@ def _fn_name(kind: str, i: int) -> str:
 def _one_op_graph(schema, inputs, attrs, name) -> Graph:
     g = Graph(name)
     vals = [g.add_input(f"in{j}", TensorType.of(np.asarray(a))) for j, a in enumerate(inputs)]
-    out = g.add(schema.kind, *vals, loc=f"test.{schema.kind}", **attrs)
+    attrs = dict(attrs)
+    regions = attrs.pop("regions", ()) if schema.has(HAS_REGIONS) else ()
+    out = g.add(schema.kind, *vals, regions=regions, loc=f"test.{schema.kind}", **attrs)
     g.set_outputs(*(out if isinstance(out, tuple) else (out,)))
     return g
 
@@ -105,7 +107,9 @@ def test_op_examples_match_reference(kind):
         if name in built.errors:
             failures.append(f"example {i} ({attrs}): {built.errors[name]}")
             continue
-        want = schema.run_reference(inputs, schema.complete_attrs(attrs))
+        attrs = dict(attrs)
+        regions = attrs.pop("regions", ())
+        want = schema.run_reference(inputs, schema.complete_attrs(attrs), regions)
         got = _run(built.vm, name, inputs)
         assert len(got) == len(want)
         for g, w in zip(got, want):
@@ -195,3 +199,73 @@ def test_lowering_error_names_op_loc_and_input_types():
     msg = str(info.value)
     assert "layer_norm" in msg and "model.norm" in msg and "f32[batch,width]" in msg
     assert "static" in msg  # says what to do: make the normalized dim static
+
+
+RUNTIME_ONLY = """
+import sys, numpy as np, tvm
+from tvm.runtime.vm import VirtualMachine
+vm = VirtualMachine(tvm.runtime.load_module(sys.argv[1]), tvm.cpu())
+x = np.load(sys.argv[2])
+out = vm["main"](tvm.runtime.tensor(x))
+np.save(sys.argv[3], out[0].numpy())
+assert tvm.base._RUNTIME_ONLY and "tvm.relax" not in sys.modules, "compiler was loaded"
+"""
+
+
+def test_exported_library_runs_with_the_tvm_runtime_only(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from ember.backends.tvm import export
+
+    g = _mlp()
+    ex = build(lower(g), "cpu")
+    lib = export(ex, tmp_path / "lib.so")
+    assert "export" in ex.ember_timings
+    x = np.random.default_rng(3).standard_normal((3, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    env = {**os.environ, "TVM_USE_RUNTIME_LIB": "1"}  # load libtvm_runtime only, no compiler
+    subprocess.run([sys.executable, "-c", RUNTIME_ONLY, lib, str(tmp_path / "x.npy"),
+                    str(tmp_path / "y.npy")], check=True, env=env)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), interpret(g, x)[0],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_package_names_stay_functions_after_submodule_imports():
+    import ember.backends.tvm as backend
+    import ember.backends.tvm.build
+    import ember.backends.tvm.lower  # noqa: F401
+
+    assert callable(backend.lower) and backend.lower is lower
+    assert callable(backend.build) and backend.build is build
+
+
+def test_build_failures_become_short_build_errors(monkeypatch):
+    import sys
+
+    build_mod = sys.modules["ember.backends.tvm.build"]  # the package attr is the function
+
+    def broken(mod, target):
+        raise RuntimeError("schedule exploded\n" + "  at some::cpp::frame()\n" * 200)
+
+    monkeypatch.setattr(build_mod, "_apply_cpu_schedules", broken)
+    with pytest.raises(BuildError) as info:
+        build(lower(_mlp()), "cpu")
+    msg = str(info.value)
+    assert "schedule" in msg and "schedule exploded" in msg and len(msg) < 800
+    ex = build(lower(_mlp()), "cpu", schedule=False)  # the escape hatch the message names
+    assert ex.ember_timings["schedule"] == 0.0 and not ex.ember_scheduled
+
+
+def test_gru_over_a_symbolic_sequence_length_is_a_clear_error():
+    schema = next(s for s in SCHEMAS if s.kind == "ctrl.gru")
+    inputs, attrs = next(schema.iter_examples(np.random.default_rng(0)))  # time-major x
+    g = Graph("rnn")
+    x = g.add_input("x", TensorType(("seq",) + inputs[0].shape[1:], DType.f32))
+    rest = [g.const(a) for a in inputs[1:]]
+    y, _ = g.add("ctrl.gru", x, *rest, loc="model.rnn", **attrs)
+    g.set_outputs(y)
+    with pytest.raises(LoweringError) as info:
+        lower(g)
+    assert "ctrl.gru" in str(info.value) and "static sequence length" in str(info.value)

@@ -11,7 +11,8 @@ one Relax expression, or a list for a multi-result op. Kinds that cannot lower y
 from __future__ import annotations
 
 import ast
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import tvm
@@ -127,8 +128,4 @@ def _dim_expr(text: str, cx: LowerContext) -> Any:
     return conv(tree)
 
 
-def is_tvm_error(e: BaseException) -> bool:
-    return isinstance(e, (tvm.error.TVMError, RuntimeError, ValueError, TypeError, AttributeError))
-
-
-from . import control, core, elementwise, nn, reduce, shape  # noqa: E402,F401  (fill the table)
+from . import control, core, elementwise, nn, reduce, shape  # noqa: F401  (fill the table)

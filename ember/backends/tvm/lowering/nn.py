@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from tvm import relax, te, tirx, topi
+from tvm import relax, te, tirx
 
 from ....errors import LoweringError
 from ....ir import DType
-from . import LowerContext, lowers, static_shape, tvm_dtype
+from . import LowerContext, lowers, static_shape
 
 R = relax.op
 
