@@ -103,4 +103,4 @@ def interpret_torch(graph: Graph, *inputs: Any):
     return outs[0] if len(outs) == 1 else tuple(outs)
 
 
-from . import core, elementwise, nn, reduce, shape, control  # noqa: E402,F401  (fill the table)
+from . import control, core, elementwise, nn, quant, reduce, shape, sparse  # noqa: E402,F401

@@ -128,4 +128,4 @@ def _dim_expr(text: str, cx: LowerContext) -> Any:
     return conv(tree)
 
 
-from . import control, core, elementwise, nn, reduce, shape  # noqa: F401  (fill the table)
+from . import control, core, elementwise, nn, quant, reduce, shape, sparse  # noqa: F401  (fill the table)

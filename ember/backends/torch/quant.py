@@ -1,0 +1,1 @@
+"""Torch implementations: quant ops (being filled in)."""

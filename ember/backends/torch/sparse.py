@@ -1,0 +1,1 @@
+"""Torch implementations: sparse ops (being filled in)."""

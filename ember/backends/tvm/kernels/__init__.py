@@ -1,0 +1,1 @@
+"""Hand-written TE/TIR kernels for ember-specific ops (quantized, sparse, scan)."""

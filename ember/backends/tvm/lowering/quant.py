@@ -1,0 +1,1 @@
+"""TVM lowerings: quant ops (being filled in)."""

@@ -1,0 +1,1 @@
+"""TVM lowerings: sparse ops (being filled in)."""

@@ -1,0 +1,112 @@
+"""Reductions: row reductions (softmax, layer_norm, mean over the last axis) and reductions
+whose innermost output axis is contiguous (pooling, column sums, GEMV with a [K, N] weight,
+direct convolution).
+
+Row reductions reuse TVM's dlight CPU `Reduction` rule (parallel rows, blocks computed at the
+row, vectorized elementwise parts). The second kind moves the reduction loops outside a
+vector-wide chunk of the innermost output axis, so every reduction step is one vector FMA into a
+register accumulator; optionally a second output axis is unrolled for register reuse (conv2d).
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import get_root_block
+from tvm.s_tir.dlight.cpu import Reduction as _DlightRowReduction
+
+from .common import CpuParams, inline_consumers, is_spatial, parallel_vectorize, static_extent
+from .elementwise import inline_spatial
+
+
+class RowReduction:
+    """softmax / layer_norm / rms_norm: dlight's CPU reduction rule."""
+
+    name = "row_reduction"
+
+    def apply(self, func: tirx.PrimFunc, target: tvm.target.Target, params: CpuParams):
+        return _DlightRowReduction().apply(func, target, False)
+
+
+def schedule_vector_reduction(
+    sch: s_tir.Schedule, blk, params: CpuParams, unroll_axis: int | None = None, unroll: int = 1
+) -> bool:
+    """Vectorize the innermost spatial axis of reduction block `blk`; False if not applicable."""
+    stmt = sch.get(blk)
+    ivs = list(stmt.iter_vars)
+    loops = sch.get_loops(blk)
+    if len(loops) != len(ivs):
+        return False
+    spatial = [i for i, iv in enumerate(ivs) if iv.iter_type == tirx.IterVar.DataPar]
+    reduce = [i for i, iv in enumerate(ivs) if iv.iter_type == tirx.IterVar.CommReduce]
+    if not spatial or not reduce or len(spatial) + len(reduce) != len(ivs):
+        return False
+    inner = spatial[-1]
+    out = stmt.writes[0]
+    # the vectorized axis must be the output's contiguous (last) index
+    last_index = out.region[-1].min if len(out.region) else None
+    if last_index is None or not last_index.same_as(ivs[inner].var):
+        return False
+    lanes = params.lanes(str(out.source.dtype))
+    ext = static_extent(sch, loops[inner])
+    if ext is not None and ext < 2:
+        return False
+
+    acc = sch.cache_write(blk, 0, "local")
+    inline_consumers(sch, acc)
+    loops = sch.get_loops(blk)
+    vec = lanes if ext is None or ext >= lanes else ext
+    outer_s = [loops[i] for i in spatial[:-1]]
+    x0, x1 = sch.split(loops[inner], [None, vec])
+    unrolled = []
+    if unroll_axis is not None and unroll > 1 and unroll_axis in spatial[:-1]:
+        pos = spatial.index(unroll_axis)
+        u0, u1 = sch.split(outer_s[pos], [None, unroll])
+        outer_s[pos] = u0
+        unrolled = [u1]
+    sch.reorder(*outer_s, x0, *[loops[i] for i in reduce], *unrolled, x1)
+    sch.reverse_compute_at(acc, x0)
+    for u in unrolled:
+        sch.unroll(u)
+    sch.vectorize(x1)
+    if outer_s:
+        sch.parallel(sch.fuse(*outer_s) if len(outer_s) > 1 else outer_s[0])
+    sch.decompose_reduction(blk, sch.get_loops(blk)[len(outer_s) + 1])
+    sch.vectorize(sch.get_loops(acc)[-1])
+    return True
+
+
+def schedule_parallel_rows(sch: s_tir.Schedule, blk) -> None:
+    """Last resort for a reduction block: run its leading spatial loops in parallel."""
+    ivs = sch.get(blk).iter_vars
+    loops = sch.get_loops(blk)
+    lead = []
+    for lp, iv in zip(loops, ivs):
+        if iv.iter_type != tirx.IterVar.DataPar:
+            break
+        lead.append(lp)
+    if lead:
+        sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
+
+
+class GenericReduction:
+    """One reduction block plus spatial stages: vectorized-accumulator or parallel-rows schedule."""
+
+    name = "reduction"
+
+    def apply(self, func: tirx.PrimFunc, target: tvm.target.Target, params: CpuParams):
+        sch = s_tir.Schedule(func)
+        root = get_root_block(sch)
+        blocks = sch.get_child_blocks(root)
+        reductions = [b for b in blocks if not is_spatial(sch, b)]
+        if len(reductions) != 1:
+            return None
+        inline_spatial(sch)
+        (blk,) = [b for b in sch.get_child_blocks(root) if not is_spatial(sch, b)]
+        if not schedule_vector_reduction(sch, blk, params):
+            schedule_parallel_rows(sch, blk)
+        for b in sch.get_child_blocks(root):
+            if is_spatial(sch, b) and sch.get_loops(b):
+                dtype = str(sch.get(b).writes[0].source.dtype)
+                parallel_vectorize(sch, b, params.lanes(dtype))
+        return sch

@@ -1,0 +1,1 @@
+"""Op family: quant (being filled in)."""

@@ -1,0 +1,1 @@
+"""Op family: sparse (being filled in)."""
