@@ -123,3 +123,22 @@ def is_spatial(sch: s_tir.Schedule, block: SBlockRV) -> bool:
 def block_kinds(sch: s_tir.Schedule, block: SBlockRV) -> str:
     kinds = {tirx.IterVar.DataPar: "S", tirx.IterVar.CommReduce: "R"}
     return "".join(kinds.get(iv.iter_type, "O") for iv in sch.get(block).iter_vars)
+
+
+def schedule_leftover_stages(sch: s_tir.Schedule, params: CpuParams, *main_blocks: SBlockRV) -> None:
+    """parallel_vectorize each spatial stage that does not share a loop with `main_blocks`
+    (the main kernel's write-back sits under its loops and is scheduled with it)."""
+    from tvm.s_tir.dlight.analysis import get_root_block
+
+    taken = [sch.get_sref(lp) for b in main_blocks for lp in sch.get_loops(b)]
+    for b in sch.get_child_blocks(get_root_block(sch)):
+        loops = sch.get_loops(b)
+        if not loops or not is_spatial(sch, b):
+            continue
+        if any(sch.get_sref(lp).same_as(t) for lp in loops for t in taken):
+            continue
+        if any(sch.get(lp).kind != tirx.ForKind.SERIAL for lp in loops):
+            continue  # already scheduled
+        writes = sch.get(b).writes
+        dtype = str(writes[0].source.dtype) if writes else "float32"
+        parallel_vectorize(sch, b, params.lanes(dtype))

@@ -15,7 +15,7 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import get_root_block
 
-from .common import CpuParams, is_spatial, parallel_vectorize
+from .common import CpuParams, is_spatial, schedule_leftover_stages
 from .reduction import schedule_vector_reduction
 
 
@@ -49,9 +49,5 @@ class Conv2d:
             unroll = next(u for u in (8, 4, 2, 1) if channels.value % u == 0)
         if not schedule_vector_reduction(sch, blk, params, unroll_axis=1, unroll=unroll):
             return None
-        root = get_root_block(sch)
-        for b in sch.get_child_blocks(root):
-            if is_spatial(sch, b) and sch.get_loops(b):
-                dtype = str(sch.get(b).writes[0].source.dtype)
-                parallel_vectorize(sch, b, params.lanes(dtype))
+        schedule_leftover_stages(sch, params, blk)
         return sch

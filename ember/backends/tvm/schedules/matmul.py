@@ -34,6 +34,7 @@ from .common import (
     inline_producers,
     is_spatial,
     parallel_vectorize,
+    schedule_leftover_stages,
 )
 
 
@@ -71,6 +72,12 @@ def _main_gemm_block(sch: s_tir.Schedule):
     if get_index_map(stmt) is None:
         return None
     return blk
+
+
+def _same_extent(a, b) -> bool:
+    if isinstance(a, tirx.IntImm) and isinstance(b, tirx.IntImm):
+        return int(a.value) == int(b.value)
+    return a.same_as(b)
 
 
 def _extent(block: tirx.SBlock, axis: int) -> int | None:
@@ -123,7 +130,7 @@ class Matmul:
         before = [iv.dom.extent for iv in sch.get(blk).iter_vars]
         sch.pad_einsum(blk, [1, tiles.mr, tiles.nr, 1])
         after = [iv.dom.extent for iv in sch.get(blk).iter_vars]
-        was_padded = not all(tvm.ir.structural_equal(x, y) for x, y in zip(before, after))
+        was_padded = any(not _same_extent(x, y) for x, y in zip(before, after))
         _pack(sch, blk, 1, tiles.nr, lanes)
         _pack(sch, blk, 0, tiles.mr, lanes)
 
@@ -148,13 +155,5 @@ class Matmul:
         sch.vectorize(sch.get_loops(acc)[-1])
 
         # 4. whatever spatial stage is left (e.g. a producer that would not inline)
-        for b in sch.get_child_blocks(get_root_block(sch)):
-            if len(sch.get_loops(b)) > 0 and is_spatial(sch, b) and not _is_scheduled(sch, b):
-                parallel_vectorize(sch, b, lanes)
+        schedule_leftover_stages(sch, params, blk)
         return sch
-
-
-def _is_scheduled(sch: s_tir.Schedule, block) -> bool:
-    """A block whose loops already carry a parallel/vectorize/unroll annotation."""
-    kinds = {tirx.ForKind.PARALLEL, tirx.ForKind.VECTORIZED, tirx.ForKind.UNROLLED}
-    return any(sch.get(lp).kind in kinds for lp in sch.get_loops(block))

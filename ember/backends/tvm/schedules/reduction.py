@@ -15,7 +15,14 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.s_tir.dlight.cpu import Reduction as _DlightRowReduction
 
-from .common import CpuParams, inline_consumers, is_spatial, parallel_vectorize, static_extent
+from .common import (
+    CpuParams,
+    block_kinds,
+    inline_consumers,
+    is_spatial,
+    schedule_leftover_stages,
+    static_extent,
+)
 from .elementwise import inline_spatial
 
 
@@ -69,14 +76,15 @@ def schedule_vector_reduction(
     for u in unrolled:
         sch.unroll(u)
     sch.vectorize(x1)
-    if outer_s:
-        sch.parallel(sch.fuse(*outer_s) if len(outer_s) > 1 else outer_s[0])
-    sch.decompose_reduction(blk, sch.get_loops(blk)[len(outer_s) + 1])
+    outer = (sch.fuse(*outer_s) if len(outer_s) > 1 else outer_s[0]) if outer_s else None
+    sch.decompose_reduction(blk, sch.get_loops(blk)[(1 if outer is not None else 0) + 1])
+    if outer is not None and static_extent(sch, outer) != 1:
+        sch.parallel(outer)
     sch.vectorize(sch.get_loops(acc)[-1])
     return True
 
 
-def schedule_parallel_rows(sch: s_tir.Schedule, blk) -> None:
+def schedule_parallel_rows(sch: s_tir.Schedule, blk) -> bool:
     """Last resort for a reduction block: run its leading spatial loops in parallel."""
     ivs = sch.get(blk).iter_vars
     loops = sch.get_loops(blk)
@@ -85,8 +93,10 @@ def schedule_parallel_rows(sch: s_tir.Schedule, blk) -> None:
         if iv.iter_type != tirx.IterVar.DataPar:
             break
         lead.append(lp)
-    if lead:
-        sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
+    if not lead:
+        return False
+    sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
+    return True
 
 
 class GenericReduction:
@@ -99,14 +109,12 @@ class GenericReduction:
         root = get_root_block(sch)
         blocks = sch.get_child_blocks(root)
         reductions = [b for b in blocks if not is_spatial(sch, b)]
-        if len(reductions) != 1:
+        if len(reductions) != 1 or "O" in block_kinds(sch, reductions[0]):
             return None
         inline_spatial(sch)
         (blk,) = [b for b in sch.get_child_blocks(root) if not is_spatial(sch, b)]
         if not schedule_vector_reduction(sch, blk, params):
-            schedule_parallel_rows(sch, blk)
-        for b in sch.get_child_blocks(root):
-            if is_spatial(sch, b) and sch.get_loops(b):
-                dtype = str(sch.get(b).writes[0].source.dtype)
-                parallel_vectorize(sch, b, params.lanes(dtype))
+            if not schedule_parallel_rows(sch, blk):
+                return None
+        schedule_leftover_stages(sch, params, blk)
         return sch

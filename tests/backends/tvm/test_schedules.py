@@ -1,0 +1,202 @@
+"""CPU schedules: every scheduled kernel must match numpy, and each test also checks which rule
+scheduled it (a rule that silently stops applying would otherwise pass as "correct")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+from tvm import relax, tirx  # noqa: E402
+
+from ember.backends.tvm.schedules import apply_cpu_schedules, cpu_params, schedule_func  # noqa: E402
+from ember.backends.tvm.schedules.matmul import choose_tiles  # noqa: E402
+
+TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 2})  # baseline x86-64: runs anywhere
+PIPELINE = [
+    relax.transform.LegalizeOps(),
+    relax.transform.AnnotateTIROpPattern(),
+    relax.transform.FoldConstant(),
+    relax.transform.FuseOps(),
+    relax.transform.FuseTIR(),
+]
+RNG = np.random.default_rng(0)
+
+
+def _build(params, body):
+    """Relax module from `body(bb, *vars)`, through the build's fusion pipeline."""
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, *params))
+        bb.emit_func_output(out)
+    return tvm.transform.Sequential(PIPELINE)(bb.get())
+
+
+def _rules(mod):
+    """{PrimFunc name: rule that schedules it (None = none)}."""
+    return {
+        gv.name_hint: schedule_func(f, TARGET)[1]
+        for gv, f in mod.functions_items()
+        if isinstance(f, tirx.PrimFunc)
+    }
+
+
+def _run(mod, *arrays):
+    sched = apply_cpu_schedules(mod, TARGET)
+    ex = tvm.compile(sched, target=TARGET)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return vm["main"](*[tvm.runtime.tensor(a) for a in arrays]).numpy()
+
+
+def _var(name, shape, dtype="float32"):
+    return relax.Var(name, relax.TensorType(shape, dtype))
+
+
+def _rand(*shape):
+    return RNG.standard_normal(shape).astype("float32")
+
+
+@pytest.mark.parametrize("m,n,k", [(37, 53, 29), (64, 64, 64), (6, 16, 8), (1, 10, 64), (130, 7, 300)])
+def test_matmul_matches_numpy(m, n, k):
+    mod = _build([_var("a", (m, k)), _var("b", (k, n))], lambda bb, a, b: relax.op.matmul(a, b))
+    a, b = _rand(m, k), _rand(k, n)
+    np.testing.assert_allclose(_run(mod, a, b), a @ b, rtol=1e-4, atol=1e-4)
+    assert set(_rules(mod).values()) <= {"matmul", "reduction"}
+    if m > 1:
+        assert "matmul" in _rules(mod).values()
+
+
+def test_dynamic_m_matmul_all_batch_sizes():
+    n_var = tirx.Var("n", "int64")
+    mod = _build([_var("a", (n_var, 40)), _var("b", (40, 24))], lambda bb, a, b: relax.op.matmul(a, b))
+    assert list(_rules(mod).values()) == ["matmul"]
+    ex = tvm.compile(apply_cpu_schedules(mod, TARGET), target=TARGET)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    b = _rand(40, 24)
+    for m in (1, 5, 6, 7, 97):
+        a = _rand(m, 40)
+        out = vm["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b)).numpy()
+        np.testing.assert_allclose(out, a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_matmul_transposed_b():
+    def body(bb, a, b):
+        return relax.op.matmul(a, relax.op.permute_dims(b, [0, 2, 1]))
+
+    mod = _build([_var("a", (3, 17, 20)), _var("b", (3, 19, 20))], body)
+    a, b = _rand(3, 17, 20), _rand(3, 19, 20)
+    np.testing.assert_allclose(_run(mod, a, b), a @ b.transpose(0, 2, 1), rtol=1e-4, atol=1e-4)
+    assert "matmul" in _rules(mod).values()
+
+
+def test_dense_constant_weight_bias_relu_epilogue():
+    w, bias = _rand(33, 50), _rand(33)
+
+    def body(bb, x):
+        y = bb.emit(relax.op.matmul(x, relax.op.permute_dims(relax.const(w))))
+        return relax.op.nn.relu(relax.op.add(y, relax.const(bias)))
+
+    mod = _build([_var("x", (21, 50))], body)
+    rules = _rules(mod)
+    assert list(rules.values()) == ["matmul"], rules  # one fused kernel, epilogue included
+    x = _rand(21, 50)
+    np.testing.assert_allclose(_run(mod, x), np.maximum(x @ w.T + bias, 0), rtol=1e-4, atol=1e-4)
+
+
+def _conv_ref(x, w, stride, pad, groups):
+    n, c, h, wd = x.shape
+    f, cg, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    out = np.zeros((n, f, oh, ow), np.float32)
+    fg = f // groups
+    for o in range(f):
+        g = o // fg
+        for i in range(kh):
+            for j in range(kw):
+                patch = xp[:, g * cg:(g + 1) * cg, i:i + stride * oh:stride, j:j + stride * ow:stride]
+                out[:, o] += np.einsum("nchw,c->nhw", patch, w[o, :, i, j])
+    return out
+
+
+@pytest.mark.parametrize("stride,pad,groups", [(1, 1, 1), (2, 0, 1), (2, 1, 2), (1, 1, 8)])
+def test_conv2d_relu(stride, pad, groups):
+    w = _rand(8, 8 // groups, 3, 3)
+
+    def body(bb, x):
+        y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), strides=stride, padding=pad, groups=groups))
+        return relax.op.nn.relu(y)
+
+    mod = _build([_var("x", (2, 8, 11, 13))], body)
+    assert "conv2d" in _rules(mod).values()
+    x = _rand(2, 8, 11, 13)
+    ref = np.maximum(_conv_ref(x, w, stride, pad, groups), 0)
+    np.testing.assert_allclose(_run(mod, x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_max_pool():
+    mod = _build([_var("x", (2, 3, 9, 10))],
+                 lambda bb, x: relax.op.nn.max_pool2d(x, pool_size=2, strides=2))
+    assert list(_rules(mod).values()) == ["conv2d"]
+    x = _rand(2, 3, 9, 10)
+    ref = x[:, :, :8, :10].reshape(2, 3, 4, 2, 5, 2).max(axis=(3, 5))
+    np.testing.assert_allclose(_run(mod, x), ref, rtol=1e-6)
+
+
+def test_softmax():
+    mod = _build([_var("x", (7, 37))], lambda bb, x: relax.op.nn.softmax(x))
+    assert list(_rules(mod).values()) == ["row_reduction"]
+    x = _rand(7, 37)
+    e = np.exp(x - x.max(-1, keepdims=True))
+    np.testing.assert_allclose(_run(mod, x), e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-6)
+
+
+def test_layer_norm():
+    gamma, beta = _rand(30), _rand(30)
+
+    def body(bb, x):
+        return relax.op.nn.layer_norm(x, relax.const(gamma), relax.const(beta), axes=[-1])
+
+    mod = _build([_var("x", (5, 30))], body)
+    assert all(r is not None for r in _rules(mod).values())
+    x = _rand(5, 30)
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    ref = (x - mu) / np.sqrt(var + 1e-5) * gamma + beta
+    np.testing.assert_allclose(_run(mod, x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_elementwise_chain():
+    def body(bb, x, y):
+        return relax.op.tanh(relax.op.multiply(relax.op.add(x, y), relax.const(np.float32(0.5))))
+
+    mod = _build([_var("x", (3, 45)), _var("y", (45,))], body)
+    assert list(_rules(mod).values()) == ["elementwise"]
+    x, y = _rand(3, 45), _rand(45)
+    np.testing.assert_allclose(_run(mod, x, y), np.tanh((x + y) * 0.5), rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_primfunc_is_left_unchanged():
+    from tvm.script import tirx as T
+
+    @T.prim_func(private=True, s_tir=True)
+    def odd(a: T.Buffer((8,), "float32"), b: T.Buffer((1,), "float32")):
+        for i in range(8):  # a scan-like serial dependence: no rule claims it
+            with T.sblock("scan"):
+                vi = T.axis.opaque(8, i)
+                b[0] = b[0] + a[vi]
+
+    mod = tvm.IRModule({"odd": odd})
+    out = apply_cpu_schedules(mod, TARGET)
+    tvm.ir.assert_structural_equal(out["odd"], odd)
+
+
+def test_tile_choice_follows_the_register_file():
+    avx2 = cpu_params(tvm.target.Target({"kind": "llvm", "mcpu": "znver3"}))
+    avx512 = cpu_params(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"}))
+    assert (avx2.vector_bits, avx2.vector_regs) == (256, 16)
+    assert (avx512.vector_bits, avx512.vector_regs) == (512, 32)
+    t = choose_tiles(avx2, "float32", None, 1024)
+    assert (t.mr, t.nr) == (6, 16)  # 12 accumulators + 2 B vectors + 1 broadcast = 15 of 16
+    assert choose_tiles(avx512, "float32", None, 1024).nr == 32
+    assert choose_tiles(avx2, "float32", 3, 5).mr == 3  # never pad a small M up to the tile
