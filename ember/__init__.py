@@ -22,7 +22,8 @@ _LAZY = {
     "runtime": ("ember.runtime", None),
     "trace": ("ember.frontends.torch", "trace"),
     "Pipeline": ("ember.passes.pipeline", "Pipeline"),
-    "compile": ("ember.compile", "compile"),
+    "compile": ("ember.compiler", "compile"),  # module is compiler.py: a submodule named
+    # `compile` would rebind `ember.compile` to the module on import, shadowing the function
     "load": ("ember.runtime", "load"),
     "Sampler": ("ember.passes.distill.sampler", "Sampler"),
 }

@@ -51,13 +51,13 @@ def _violations(sub: str, forbidden: tuple[str, ...]) -> list[str]:
 
 def test_ir_imports_no_framework_and_no_other_ember_package():
     forbidden = ("torch", "tvm", "onnx", "onnxruntime", "ember.frontends", "ember.passes",
-                 "ember.backends", "ember.runtime", "ember.zoo", "ember.compile", "ember.cli")
+                 "ember.backends", "ember.runtime", "ember.zoo", "ember.compiler", "ember.cli")
     assert not _violations("ir", forbidden)
 
 
 def test_runtime_imports_neither_frontends_nor_passes_nor_torch():
     forbidden = ("torch", "onnx", "ember.frontends", "ember.passes", "ember.zoo",
-                 "ember.compile", "ember.cli", "ember.backends.torch")
+                 "ember.compiler", "ember.cli", "ember.backends.torch")
     assert not _violations("runtime", forbidden)
 
 

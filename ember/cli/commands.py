@@ -23,7 +23,7 @@ _IDENT = re.compile(r"^[A-Za-z_]\w*$")
 def cmd_compile(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..compile import compile as ember_compile
+    from ..compiler import compile as ember_compile
 
     model, example_inputs, dynamic_dims, calibration, name = load_source(
         args.source, args.example_shape, args.dynamic)

@@ -13,7 +13,8 @@ from . import LowerContext, lowers, tvm_dtype
 def _(cx: LowerContext, op, value, name=None):
     if hasattr(value, "materialize"):  # lazily stored weights (e.g. packed or memory-mapped)
         value = value.materialize()
-    arr = np.ascontiguousarray(value)
+    arr = np.array(value, order="C", copy=False) if np.ndim(value) else np.asarray(value)
+    # (np.ascontiguousarray would turn a 0-d scalar into shape (1,))
     return cx.const(arr, op.result.type.dtype)
 
 

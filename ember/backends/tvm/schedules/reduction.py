@@ -77,9 +77,9 @@ def schedule_vector_reduction(
         sch.unroll(u)
     sch.vectorize(x1)
     outer = (sch.fuse(*outer_s) if len(outer_s) > 1 else outer_s[0]) if outer_s else None
-    sch.decompose_reduction(blk, sch.get_loops(blk)[(1 if outer is not None else 0) + 1])
     if outer is not None and static_extent(sch, outer) != 1:
-        sch.parallel(outer)
+        sch.parallel(outer)  # before decompose_reduction: an update block without init cannot
+    sch.decompose_reduction(blk, sch.get_loops(blk)[(1 if outer is not None else 0) + 1])
     sch.vectorize(sch.get_loops(acc)[-1])
     return True
 

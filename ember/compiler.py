@@ -1,4 +1,4 @@
-"""`ember.compile`: the table of contents of the whole system, one step per line.
+"""`ember.compile` (this is ember/compiler.py): the table of contents of the whole system, one step per line.
 
     model ──trace──▶ Graph ──passes──▶ Graph ──lower──▶ Relax IRModule ──build──▶ executable
           ──export + write_artifact──▶ model.ember
