@@ -7,9 +7,18 @@ torch nor the compiler.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from .errors import EmberError
+
+# TVM's thread pool uses half the CPUs by default (one thread on a 2-CPU machine, halving GEMM
+# speed); it reads this once, when the pool starts, so set the default before any tvm import.
+if "TVM_NUM_THREADS" not in os.environ:
+    try:
+        os.environ["TVM_NUM_THREADS"] = str(len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        os.environ["TVM_NUM_THREADS"] = str(os.cpu_count() or 1)
 
 __version__ = "0.1.0"
 

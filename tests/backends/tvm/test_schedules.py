@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 tvm = pytest.importorskip("tvm")
-from tvm import relax, tirx  # noqa: E402
+from tvm import relax, tirx
 
-from ember.backends.tvm.schedules import apply_cpu_schedules, cpu_params, schedule_func  # noqa: E402
-from ember.backends.tvm.schedules.matmul import choose_tiles  # noqa: E402
+from ember.backends.tvm.schedules import apply_cpu_schedules, cpu_params, schedule_func
+from ember.backends.tvm.schedules.matmul import choose_tiles
 
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 2})  # baseline x86-64: runs anywhere
 PIPELINE = [
@@ -57,7 +57,9 @@ def _rand(*shape):
     return RNG.standard_normal(shape).astype("float32")
 
 
-@pytest.mark.parametrize("m,n,k", [(37, 53, 29), (64, 64, 64), (6, 16, 8), (1, 10, 64), (130, 7, 300)])
+@pytest.mark.parametrize(
+    "m,n,k", [(37, 53, 29), (64, 64, 64), (6, 16, 8), (1, 10, 64), (130, 7, 300)]
+)
 def test_matmul_matches_numpy(m, n, k):
     mod = _build([_var("a", (m, k)), _var("b", (k, n))], lambda bb, a, b: relax.op.matmul(a, b))
     a, b = _rand(m, k), _rand(k, n)
@@ -69,7 +71,9 @@ def test_matmul_matches_numpy(m, n, k):
 
 def test_dynamic_m_matmul_all_batch_sizes():
     n_var = tirx.Var("n", "int64")
-    mod = _build([_var("a", (n_var, 40)), _var("b", (40, 24))], lambda bb, a, b: relax.op.matmul(a, b))
+    mod = _build(
+        [_var("a", (n_var, 40)), _var("b", (40, 24))], lambda bb, a, b: relax.op.matmul(a, b)
+    )
     assert list(_rules(mod).values()) == ["matmul"]
     ex = tvm.compile(apply_cpu_schedules(mod, TARGET), target=TARGET)
     vm = relax.VirtualMachine(ex, tvm.cpu())
@@ -105,7 +109,7 @@ def test_dense_constant_weight_bias_relu_epilogue():
 
 
 def _conv_ref(x, w, stride, pad, groups):
-    n, c, h, wd = x.shape
+    n, _c, h, wd = x.shape
     f, cg, kh, kw = w.shape
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
@@ -115,7 +119,12 @@ def _conv_ref(x, w, stride, pad, groups):
         g = o // fg
         for i in range(kh):
             for j in range(kw):
-                patch = xp[:, g * cg:(g + 1) * cg, i:i + stride * oh:stride, j:j + stride * ow:stride]
+                patch = xp[
+                    :,
+                    g * cg : (g + 1) * cg,
+                    i : i + stride * oh : stride,
+                    j : j + stride * ow : stride,
+                ]
                 out[:, o] += np.einsum("nchw,c->nhw", patch, w[o, :, i, j])
     return out
 
@@ -125,7 +134,9 @@ def test_conv2d_relu(stride, pad, groups):
     w = _rand(8, 8 // groups, 3, 3)
 
     def body(bb, x):
-        y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), strides=stride, padding=pad, groups=groups))
+        y = bb.emit(
+            relax.op.nn.conv2d(x, relax.const(w), strides=stride, padding=pad, groups=groups)
+        )
         return relax.op.nn.relu(y)
 
     mod = _build([_var("x", (2, 8, 11, 13))], body)
@@ -136,8 +147,9 @@ def test_conv2d_relu(stride, pad, groups):
 
 
 def test_max_pool():
-    mod = _build([_var("x", (2, 3, 9, 10))],
-                 lambda bb, x: relax.op.nn.max_pool2d(x, pool_size=2, strides=2))
+    mod = _build(
+        [_var("x", (2, 3, 9, 10))], lambda bb, x: relax.op.nn.max_pool2d(x, pool_size=2, strides=2)
+    )
     assert list(_rules(mod).values()) == ["conv2d"]
     x = _rand(2, 3, 9, 10)
     ref = x[:, :, :8, :10].reshape(2, 3, 4, 2, 5, 2).max(axis=(3, 5))

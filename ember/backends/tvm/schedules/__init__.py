@@ -21,7 +21,7 @@ from .reduction import GenericReduction, RowReduction
 # Conv2d first: a stride-1 conv also passes the GEMM trait test (y + ry is one index).
 RULES = (Conv2d(), Matmul(), RowReduction(), GenericReduction(), Elementwise())
 
-__all__ = ["RULES", "apply_cpu_schedules", "schedule_func", "cpu_params", "CpuParams"]
+__all__ = ["RULES", "CpuParams", "apply_cpu_schedules", "cpu_params", "schedule_func"]
 
 
 def _is_scheduled(func: tirx.PrimFunc) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import tvm
 from tvm import s_tir, tirx
-from tvm.s_tir.schedule import SBlockRV, LoopRV
+from tvm.s_tir.schedule import LoopRV, SBlockRV
 
 log = logging.getLogger("ember.backends.tvm.schedules")
 
@@ -86,8 +86,8 @@ def inline_consumers(sch: s_tir.Schedule, block: SBlockRV) -> None:
             try:
                 sch.reverse_compute_inline(c)
                 progressed = True
-            except Exception:  # noqa: BLE001 - a consumer that cannot be inlined stays a stage
-                continue
+            except Exception as e:  # noqa: BLE001 - a consumer that cannot be inlined stays a stage
+                log.debug("consumer %s not inlined: %s", sch.get(c).name_hint, type(e).__name__)
         if not progressed:
             return
 
@@ -125,7 +125,9 @@ def block_kinds(sch: s_tir.Schedule, block: SBlockRV) -> str:
     return "".join(kinds.get(iv.iter_type, "O") for iv in sch.get(block).iter_vars)
 
 
-def schedule_leftover_stages(sch: s_tir.Schedule, params: CpuParams, *main_blocks: SBlockRV) -> None:
+def schedule_leftover_stages(
+    sch: s_tir.Schedule, params: CpuParams, *main_blocks: SBlockRV
+) -> None:
     """parallel_vectorize each spatial stage that does not share a loop with `main_blocks`
     (the main kernel's write-back sits under its loops and is scheduled with it)."""
     from tvm.s_tir.dlight.analysis import get_root_block

@@ -25,8 +25,9 @@ def _conv_block(sch: s_tir.Schedule):
     if len(reductions) != 1:
         return None
     blk = reductions[0]
-    kinds = "".join("S" if iv.iter_type == tirx.IterVar.DataPar else "R"
-                    for iv in sch.get(blk).iter_vars)
+    kinds = "".join(
+        "S" if iv.iter_type == tirx.IterVar.DataPar else "R" for iv in sch.get(blk).iter_vars
+    )
     if kinds not in ("SSSSRRR", "SSSSRR"):  # conv2d / pool2d over NCHW
         return None
     return blk

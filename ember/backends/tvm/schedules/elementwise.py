@@ -29,15 +29,20 @@ def inline_spatial(sch: s_tir.Schedule, keep_last: bool = True) -> list:
             if not is_spatial(sch, b):
                 continue
             for op in (sch.compute_inline, sch.reverse_compute_inline):
-                try:
-                    op(b)
-                    changed = True
+                changed = _try(op, b)
+                if changed:
                     break
-                except Exception:  # noqa: BLE001 - not inlinable here: try the next block
-                    continue
             if changed:
                 break
     return sch.get_child_blocks(root)
+
+
+def _try(op, block) -> bool:
+    try:
+        op(block)
+    except Exception:  # noqa: BLE001 - not inlinable this way: the caller tries another
+        return False
+    return True
 
 
 class Elementwise:

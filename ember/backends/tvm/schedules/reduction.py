@@ -113,8 +113,7 @@ class GenericReduction:
             return None
         inline_spatial(sch)
         (blk,) = [b for b in sch.get_child_blocks(root) if not is_spatial(sch, b)]
-        if not schedule_vector_reduction(sch, blk, params):
-            if not schedule_parallel_rows(sch, blk):
-                return None
+        if not (schedule_vector_reduction(sch, blk, params) or schedule_parallel_rows(sch, blk)):
+            return None
         schedule_leftover_stages(sch, params, blk)
         return sch
