@@ -36,7 +36,9 @@ def _reduce(cx: Context, kind: str, x: Value, axes, keep: bool) -> Value:
         return cx.cast(_reduce(cx, kind, cx.cast(x, DType.f64), axes, keep), x.dtype)
     if kind in ("amax", "amin") and any(x.shape[a] == 0 for a in axes):
         fill = -np.inf if kind == "amax" else np.inf
-        if not x.dtype.is_float:
+        if x.dtype is DType.bool:
+            fill = kind == "amin"
+        elif not x.dtype.is_float:
             info = np.iinfo(x.dtype.to_numpy())
             fill = info.min if kind == "amax" else info.max
         shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if keep else \

@@ -37,7 +37,8 @@ def _(cx: Context, node, inputs, attrs):
 @converts("Flatten")
 def _(cx: Context, node, inputs, attrs):
     x = inputs[0]
-    axis = attrs.get("axis", 1) % (x.type.rank + 1) if x.type.rank else 0
+    axis = int(attrs.get("axis", 1))
+    axis = axis + x.type.rank if axis < 0 else axis
     shape = (mul_dims(x.shape[:axis]), mul_dims(x.shape[axis:]))
     return cx.add("reshape", x, shape=shape)
 
@@ -259,12 +260,13 @@ def _space_depth(to_depth: bool):
     def convert(cx: Context, node, inputs, attrs):
         x, b = inputs[0], int(attrs["blocksize"])
         n, c, h, w = x.shape
+        mode = attrs.get("mode", b"DCR")
+        dcr = (mode.decode() if isinstance(mode, bytes) else mode) == "DCR"
         if to_depth:
             y = cx.add("reshape", x, shape=(n, c, h // b, b, w // b, b))
-            y = cx.add("permute", y, dims=(0, 3, 5, 1, 2, 4))
+            y = cx.add("permute", y, dims=(0, 3, 5, 1, 2, 4) if dcr else (0, 1, 3, 5, 2, 4))
             return cx.add("reshape", y, shape=(n, c * b * b, h // b, w // b))
-        mode = attrs.get("mode", b"DCR")
-        if (mode.decode() if isinstance(mode, bytes) else mode) == "DCR":
+        if dcr:
             y = cx.add("reshape", x, shape=(n, b, b, c // (b * b), h, w))
             y = cx.add("permute", y, dims=(0, 3, 4, 1, 5, 2))
         else:

@@ -212,3 +212,31 @@ def test_tile_choice_follows_the_register_file():
     assert (t.mr, t.nr) == (6, 16)  # 12 accumulators + 2 B vectors + 1 broadcast = 15 of 16
     assert choose_tiles(avx512, "float32", None, 1024).nr == 32
     assert choose_tiles(avx2, "float32", 3, 5).mr == 3  # never pad a small M up to the tile
+
+
+@pytest.mark.parametrize("epilogue", ["silu", "gelu", "fork_after_chain"])
+@pytest.mark.parametrize("rows", [4, 5])
+def test_gemm_epilogue_whose_intermediate_has_several_readers(epilogue, rows):
+    """silu(t) = t*sigmoid(t) reads t twice: once broke the build ("used before definition")."""
+    import ember
+    from ember.backends.tvm import build, lower
+    from ember.ir import DType, Graph, TensorType
+    from tvm.runtime.vm import VirtualMachine
+
+    rng = np.random.default_rng(0)
+    g = Graph("t")
+    x = g.add_input("x", TensorType((rows, 64), DType.f32))
+    w = g.const(rng.standard_normal((256, 64)).astype(np.float32))
+    b = g.const(rng.standard_normal(256).astype(np.float32))
+    h = g.add("linear", x, w, b)
+    if epilogue == "fork_after_chain":
+        h = g.add("mul", h, b)
+        y = g.add("add", g.add("silu", h), h)
+    else:
+        y = g.add(epilogue, h)
+    g.set_outputs(y)
+    vm = VirtualMachine(build(lower(g), "cpu"), tvm.cpu())
+    xi = rng.standard_normal((rows, 64)).astype(np.float32)
+    want = ember.interpret(g, xi)
+    got = vm["main"](tvm.runtime.tensor(xi)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

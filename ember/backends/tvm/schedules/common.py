@@ -92,6 +92,29 @@ def inline_consumers(sch: s_tir.Schedule, block: SBlockRV) -> None:
             return
 
 
+def inline_epilogue_intermediates(sch: s_tir.Schedule, block: SBlockRV) -> None:
+    """Forward-inline the epilogue's intermediate stages so one stage reads the GEMM result.
+
+    reverse_compute_inline needs a single consumer per stage. An epilogue such as
+    silu(t) = t * sigmoid(t) or gelu reads an intermediate several times; left alone, that
+    intermediate stays a buffer written under the tile loops, which TVM 0.27 rejects ("used
+    before its definition"). Inlining the intermediates forward leaves a single reader (the
+    output stage), which then reverse-inlines into the tile's write-back as usual.
+    """
+    changed = True
+    while changed:
+        changed = False
+        for c in sch.get_consumers(block):
+            if not sch.get_consumers(c):
+                continue  # an output stage: it must stay
+            try:
+                sch.compute_inline(c)
+                changed = True
+            except Exception as e:  # noqa: BLE001 - a non-injective stage stays
+                log.debug("stage %s not forward-inlined: %s", sch.get(c).name_hint,
+                          type(e).__name__)
+
+
 def parallel_vectorize(sch: s_tir.Schedule, block: SBlockRV, lanes: int) -> None:
     """The injective default: fuse outer loops in parallel, vectorize the innermost loop.
 

@@ -31,6 +31,7 @@ from .common import (
     CpuParams,
     block_kinds,
     inline_consumers,
+    inline_epilogue_intermediates,
     inline_producers,
     is_spatial,
     parallel_vectorize,
@@ -113,6 +114,7 @@ class Matmul:
             return None
         dtype = str(sch.get(blk).writes[0].source.dtype)
         lanes = params.lanes(dtype)
+        inline_epilogue_intermediates(sch, blk)
 
         # 1. normalise to C[s, i, j] += A[s, i, k] * B[s, j, k]
         read_a = sch.reindex(blk, ("read", 0))
