@@ -242,7 +242,7 @@ def run_tvm_onnx(model, datasets):
 def _tensors(arrays):
     import tvm
 
-    return [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in arrays]
+    return [tvm.runtime.tensor(np.array(a, order="C")) for a in arrays]
 
 
 def _vm_outputs(out) -> list:

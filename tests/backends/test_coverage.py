@@ -48,3 +48,13 @@ def test_no_stale_entries_for_unregistered_kinds(backend):
     table, _ = _tvm() if backend == "tvm" else _torch()
     stale = sorted(k for k in table if k not in KINDS)
     assert not stale, f"{backend} backend implements kinds the registry does not define: {stale}"
+
+
+def test_every_kind_has_an_onnx_export_entry_or_reason():
+    pytest.importorskip("onnx")
+    from ember.backends.onnx import EXPORTERS, UNSUPPORTED as ONNX_UNSUPPORTED
+
+    missing = [k for k in KINDS if k not in EXPORTERS and k not in ONNX_UNSUPPORTED]
+    assert not missing, f"onnx export: kinds with no exporter and no UNSUPPORTED reason: {missing}"
+    for kind, reason in ONNX_UNSUPPORTED.items():
+        assert kind in KINDS and len(reason) > 15 and kind not in EXPORTERS, kind

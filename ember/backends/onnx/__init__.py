@@ -12,7 +12,7 @@ quantization ops exist in ember/ir/ops/quant.py.
 
 from __future__ import annotations
 
-from . import ops_control, ops_math, ops_nn, ops_shape  # noqa: F401  (fill the tables)
+from . import ops_control, ops_math, ops_nn, ops_quant, ops_shape  # noqa: F401  (fill tables)
 from .exporter import EXPORTERS, OPSET, UNSUPPORTED, check_exportable, export, to_model
 
-__all__ = ["export", "to_model", "EXPORTERS", "UNSUPPORTED", "OPSET", "check_exportable"]
+__all__ = ["EXPORTERS", "OPSET", "UNSUPPORTED", "check_exportable", "export", "to_model"]

@@ -9,7 +9,8 @@ Symbolic dims become `dim_param`s of the graph inputs and outputs.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ class Emitter:
 
         arr = np.asarray(array, dtype=dtype)
         name = self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        self.initializers.append(numpy_helper.from_array(np.array(arr, order="C", copy=True), name))
         return name
 
     def ints(self, values, hint: str = "ints") -> str:

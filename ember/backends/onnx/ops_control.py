@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir import Value
-from .exporter import Emitter, UNSUPPORTED, exports
+from .exporter import UNSUPPORTED, Emitter, exports
 
 _ORDER = {"ctrl.gru": (1, 0, 2), "ctrl.lstm": (0, 3, 1, 2)}  # ONNX chunk k = torch chunk ORDER[k]
 UNSUPPORTED["ctrl.scan"] = ("ONNX Scan export of ember bodies is not written yet; "

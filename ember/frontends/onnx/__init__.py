@@ -22,4 +22,4 @@ def supported_ops() -> list[str]:
     return sorted(CONVERTERS)
 
 
-__all__ = ["load", "supported_ops", "CONVERTERS", "STATIC_INPUTS", "converts", "check_supported"]
+__all__ = ["CONVERTERS", "STATIC_INPUTS", "check_supported", "converts", "load", "supported_ops"]

@@ -9,7 +9,8 @@ unsupported instead of being guessed.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def onnx_dtype(elem_type: int, where: str) -> DType:
 class Context:
     """Builds one ember graph (the main graph or a control-flow body) from ONNX nodes."""
 
-    def __init__(self, graph: Graph, opsets: dict[str, int], parent: "Context | None" = None):
+    def __init__(self, graph: Graph, opsets: dict[str, int], parent: Context | None = None):
         self.g = graph
         self.opsets = opsets
         self.env: dict[str, Value] = {}
