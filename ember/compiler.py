@@ -47,7 +47,7 @@ def compile(module_or_graph: Any, example_inputs: Sequence[Any] | None = None, p
                              sample_inputs=_samples(example_inputs) if checking else None,
                              progress=step.pass_progress)
     with steps("lower"):
-        relax_module = backend.lower(graph)
+        relax_module = backend.lower(graph, target=spec)
     with steps("build"):
         executable = backend.build(relax_module, spec)
     with steps("write"), tempfile.TemporaryDirectory(prefix="ember-build-") as tmp:

@@ -97,6 +97,28 @@ def check_host(target: Mapping[str, Any]) -> str | None:
     return None
 
 
+def device_unavailable(tvm: Any, kind: str) -> str | None:
+    """Why this process cannot run code for GPU target kind `kind` (e.g. "cuda"), or None.
+
+    Two different fixes, so two messages: the TVM runtime may lack the device API entirely (the
+    PyPI apache-tvm wheel has no CUDA runtime), or it has one but finds no GPU or driver.
+    """
+    import tvm_ffi
+
+    if tvm_ffi.get_global_func(f"device_api.{kind}", allow_missing=True) is None:
+        return (f"this TVM runtime (apache-tvm {tvm.__version__}) was built without {kind} "
+                f"support (no device_api.{kind}); a {kind} artifact needs a TVM runtime built "
+                f"with USE_{kind.upper()}=ON on a machine with the GPU")
+    try:
+        present = bool(tvm.device(kind, 0).exist)
+    except Exception as e:  # noqa: BLE001 - a broken driver raises instead of answering
+        return f"the {kind} driver failed to answer ({type(e).__name__}: {e})"
+    if not present:
+        return (f"no {kind} GPU or driver was found (check `nvidia-smi` and the driver install)"
+                if kind == "cuda" else f"no {kind} device was found")
+    return None
+
+
 def features_for_target(target_dict: Mapping[str, Any]) -> list[str]:
     """The /proc/cpuinfo flags code built for `target_dict` needs (asks LLVM; compile time only).
 

@@ -205,12 +205,13 @@ class CompiledModel:
         kind = self.manifest["target"].get("target", {}).get("kind", "llvm")
         if kind in ("llvm", "c"):
             return tvm.cpu(0)
-        device = tvm.device(kind, 0)
-        if not device.exist:
-            raise ArtifactError(f"{self.path} was compiled for target "
-                                f"{self.target!r} ({kind}) but no {kind} device is available "
-                                "here; re-compile with --target cpu")
-        return device
+        from .compat import device_unavailable
+
+        reason = device_unavailable(tvm, kind)
+        if reason:
+            raise ArtifactError(f"{self.path} was compiled for target {self.target!r} but "
+                                f"cannot run here: {reason}; re-compile with --target cpu")
+        return tvm.device(kind, 0)
 
     def _load_library(self, tvm, data: bytes):
         tmpdir = tempfile.mkdtemp(prefix="ember-")

@@ -44,3 +44,14 @@ def _(inputs, num_carry, num_xs, reverse, regions):
             shape = list(v.type.shape)
             stacked.append(torch.empty((0, *shape), dtype=torch_dtype(v.type.dtype)))
     return (*carries, *stacked)
+
+
+@torch_op("ctrl.linear_scan")
+def _(a, b, h0, chunk):
+    """Sequential loop (differentiable); the TVM backend runs the chunked parallel kernel."""
+    per_step = a.dim() == b.dim()
+    prev, outs = h0, []
+    for t in range(b.shape[0]):
+        prev = (a[t] if per_step else a) * prev + b[t]
+        outs.append(prev)
+    return torch.stack(outs) if outs else torch.empty_like(b)

@@ -6,13 +6,18 @@ report (`executable.ember_timings`, seconds):
 
     legalize   Relax ops -> TIR PrimFuncs, op patterns annotated, constants folded
     fuse       FuseOps + FuseTIR: one kernel per fused group
-    schedule   ember.backends.tvm.schedules.apply_cpu_schedules (when installed), CPU only
-    compile    tvm.compile: VM lowering, TIR passes, LLVM codegen
+    schedule   CPU: ember.backends.tvm.schedules.apply_cpu_schedules (when installed);
+               GPU: dlight's default GPU rules (every kernel needs a thread binding on a GPU)
+    compile    tvm.compile: VM lowering, TIR passes, LLVM (+ CUDA) codegen
+
+Cross targets (aarch64, armv7, riscv64) compile here and link with the Debian cross g++ named by
+the TargetSpec; `export(ex, "m.tar")` writes the object files instead when no cross g++ exists.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -66,15 +71,29 @@ def build(mod: tvm.IRModule, target: TargetSpec | str | dict, *, schedule: bool 
 
     mod = stage("legalize", tvm.transform.Sequential(legalize_passes()), mod)
     mod = stage("fuse", tvm.transform.Sequential(fuse_passes()), mod)
-    if schedule and spec.is_cpu and _apply_cpu_schedules is not None:
+    scheduled = False
+    if spec.is_gpu:  # not optional: an unscheduled kernel has no thread binding on a GPU
+        mod = stage("schedule", gpu_schedule_pass(), mod)
+        scheduled = True
+    elif schedule and spec.is_cpu and _apply_cpu_schedules is not None:
         mod = stage("schedule", lambda m: _apply_cpu_schedules(m, tgt), mod)
+        scheduled = True
     else:
         timings["schedule"] = 0.0
     ex = stage("compile", lambda m: tvm.compile(m, target=tgt), mod)
     ex.ember_timings = timings
     ex.ember_target = spec
-    ex.ember_scheduled = bool(schedule and spec.is_cpu and _apply_cpu_schedules is not None)
+    ex.ember_scheduled = scheduled
     return ex
+
+
+def gpu_schedule_pass():
+    """dlight's GPU rules, most specific first (tvm.compile's CUDA pipeline would apply the same
+    ones; running them here times them as their own stage and keeps legalize/fuse ours)."""
+    from tvm.s_tir import dlight as dl
+
+    return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                   dl.gpu.GeneralReduction(), dl.gpu.Fallback())
 
 
 def export(executable, path: str | os.PathLike, cross_compiler: str | None = None) -> str:
@@ -82,10 +101,17 @@ def export(executable, path: str | os.PathLike, cross_compiler: str | None = Non
 
     Load it with only the TVM runtime: `tvm.runtime.load_module(path)` then
     `tvm.runtime.vm.VirtualMachine(lib, tvm.cpu())["main"](*inputs)`.
+    A path ending in `.tar` writes the object files instead (no compiler needed, so it works for
+    cross targets without the cross toolchain): link them on the device with
+    `g++ -shared -o lib.so *.o`.
     """
     spec: TargetSpec | None = getattr(executable, "ember_target", None)
     cc = cross_compiler or (spec.cross_compiler if spec else None)
     path = os.fspath(path)
+    if path.endswith(".tar"):
+        cc = None
+    elif cc:
+        check_cross_compiler(cc, spec)
     t0 = time.perf_counter()
     try:
         if cc:
@@ -102,6 +128,46 @@ def export(executable, path: str | os.PathLike, cross_compiler: str | None = Non
     if isinstance(timings, dict):
         timings["export"] = time.perf_counter() - t0
     return path
+
+
+def check_cross_compiler(cc: str, spec: TargetSpec | None = None) -> str:
+    """The path of cross compiler `cc`; a BuildError naming the package to install if missing."""
+    package = (spec.cross_package if spec else None) or _package_for(cc)
+    name = spec.name if spec else "this target"
+    triple = str(spec.target_dict.get("mtriple") or "") if spec else ""
+    tool_arch = _arch_family(os.path.basename(cc))
+    if triple and tool_arch and tool_arch != _arch_family(triple):
+        raise BuildError(f"cross compiler {cc!r} makes {tool_arch} code but target {name} is "
+                         f"{triple}; use {spec.cross_compiler or 'a matching g++'} "
+                         f"(`apt-get install {package}`)")
+    found = shutil.which(cc)
+    if found:
+        return found
+    raise BuildError(f"cross compiler {cc!r} for target {name} is not installed; install it with "
+                     f"`apt-get install {package}` (or run scripts/install-cross.sh), or export "
+                     "the object files with ember.backends.tvm.export(executable, 'model.tar') "
+                     "and link them on the device with `g++ -shared -o lib.so *.o`")
+
+
+def _arch_family(name: str) -> str | None:
+    """'aarch64-linux-gnu-g++' -> 'aarch64', 'armv7a-linux-gnueabihf' -> 'arm'; None if no
+    triple prefix (a plain 'g++' or a wrapper script says nothing about its target)."""
+    head = name.split("-", 1)[0].lower() if "-" in name else ""
+    if head in ("aarch64", "arm64"):
+        return "aarch64"
+    if head.startswith("arm"):
+        return "arm"
+    if head.startswith("riscv") or head in ("x86_64", "i686", "powerpc64le"):
+        return head
+    return None
+
+
+def _package_for(cc: str) -> str:
+    """'aarch64-linux-gnu-g++' -> 'g++-aarch64-linux-gnu' (Debian's naming of cross g++)."""
+    for tool in ("g++", "gcc", "c++"):
+        if cc.endswith("-" + tool):
+            return f"{tool}-{cc[: -len(tool) - 1]}"
+    return f"the package that provides {cc}"
 
 
 def _build_error(stage: str, e: Exception, mod: Any, tgt, spec: TargetSpec) -> BuildError:

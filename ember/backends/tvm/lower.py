@@ -24,11 +24,21 @@ _ADVICE = ("fix or add its lowering in ember/backends/tvm/lowering/<family>.py (
            "torch backend")
 
 
-def lower(graph: Graph, name: str = "main") -> tvm.IRModule:
-    """The Relax IRModule for `graph`, with one function `name` (inputs -> tensor or tuple)."""
+def lower(graph: Graph, name: str = "main", target=None) -> tvm.IRModule:
+    """The Relax IRModule for `graph`, with one function `name` (inputs -> tensor or tuple).
+
+    `target` (a name, dict or TargetSpec) is active while lowering, so ops with ISA-specific
+    kernels (int8 GEMM, bit-packed GEMM) pick the kernel for that target, not for this host.
+    """
     check_lowerable(graph)
     bb = relax.BlockBuilder()
-    lower_into(bb, graph, name)
+    if target is None:
+        lower_into(bb, graph, name)
+    else:
+        from .targets import resolve
+
+        with resolve(target).tvm_target():
+            lower_into(bb, graph, name)
     mod = bb.get()
     try:
         relax.analysis.well_formed(mod)

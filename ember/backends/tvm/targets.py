@@ -44,6 +44,7 @@ class TargetSpec:
     description: str
     mcpu: str | None = None
     cross_compiler: str | None = None  # e.g. "aarch64-linux-gnu-g++", used by export()
+    cross_package: str | None = None  # the Debian package that provides `cross_compiler`
 
     @property
     def kind(self) -> str:
@@ -52,6 +53,20 @@ class TargetSpec:
     @property
     def is_cpu(self) -> bool:
         return self.kind in ("llvm", "c")
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.kind in ("cuda", "rocm", "vulkan", "metal", "opencl")
+
+    @property
+    def is_cross(self) -> bool:
+        """Code for another CPU architecture than this host's (needs a cross toolchain)."""
+        triple = str(self.target_dict.get("mtriple") or "")
+        if not triple:
+            return False
+        arch = triple.split("-")[0].lower()
+        host = host_features().arch.lower()
+        return _ARCH_ALIASES.get(arch, arch) != _ARCH_ALIASES.get(host, host)
 
     def tvm_target(self):
         """The `tvm.target.Target` (imports TVM; call it only where TVM is available)."""
@@ -223,17 +238,71 @@ def _cpu_generic() -> TargetSpec:
                       "LLVM's default CPU for the host triple (portable, no mcpu tuning)", None)
 
 
-# name -> factory (factories, since "cpu" reads the host when resolved). GPU and cross targets
-# (cuda, aarch64, armv7, riscv64) add one entry each here.
+# ---- edge (cross) targets ---------------------------------------------------------------------
+# Each: the LLVM triple and ISA features, plus the Debian cross g++ that links the objects into a
+# shared library for that architecture (`scripts/install-cross.sh` installs them all).
+_EDGE: dict[str, tuple[dict[str, Any], str, str, str]] = {
+    "aarch64": ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
+                "aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu",
+                "64-bit Arm (ARMv8-A) Linux with NEON: Raspberry Pi 4/5, Jetson, Graviton"),
+    "aarch64-sve": ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+sve"]},
+                    "aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu",
+                    "64-bit Arm Linux with SVE (Graviton 3+, Neoverse V1/V2, A64FX); "
+                    "the code traps on cores without SVE"),
+    "armv7": ({"kind": "llvm", "mtriple": "armv7a-linux-gnueabihf",
+               "mattr": ["+neon", "+vfp4", "+thumb2"], "mfloat-abi": "hard"},
+              "arm-linux-gnueabihf-g++", "g++-arm-linux-gnueabihf",
+              "32-bit ARMv7-A Linux, hard-float ABI, NEON + VFPv4 (Raspberry Pi 2/3 32-bit OS, "
+              "Cortex-A7/A9/A15)"),
+    "riscv64": ({"kind": "llvm", "mtriple": "riscv64-linux-gnu",
+                 "mattr": ["+64bit", "+m", "+a", "+f", "+d", "+c", "+v"], "mabi": "lp64d"},
+                "riscv64-linux-gnu-g++", "g++-riscv64-linux-gnu",
+                "64-bit RISC-V Linux, RV64GC + the V vector extension (RVV 1.0), lp64d ABI"),
+}
+
+
+def _edge(name: str) -> TargetSpec:
+    target, cxx, package, desc = _EDGE[name]
+    return TargetSpec(name, dict(target), desc, None, cxx, package)
+
+
+# ---- CUDA ---------------------------------------------------------------------------------------
+CUDA_DEFAULT_ARCH = "sm_80"
+"""`cuda` alone means sm_80 (Ampere, A100): it runs on every later GPU through the driver's PTX
+JIT. TVM 0.27 would default to sm_50 without a GPU to ask, which CUDA 13's nvcc rejects."""
+
+
+def cuda(arch: str = CUDA_DEFAULT_ARCH, name: str | None = None) -> TargetSpec:
+    """A CUDA target for compute capability `arch` ("sm_90", "90" or "9.0"); host code is x86."""
+    raw = arch.strip().lower()
+    digits = raw[3:] if raw.startswith("sm_") else raw.replace(".", "")
+    suffix = digits[-1] if digits[-1:] in ("a", "f") else ""
+    if suffix:
+        digits = digits[:-1]
+    if not digits.isdigit() or not 50 <= int(digits) < 200:
+        raise TargetError(f"CUDA arch {arch!r} is not a compute capability; use e.g. "
+                          "'cuda:sm_80' (A100), 'cuda:sm_89' (L4/RTX 40), 'cuda:sm_90' (H100)")
+    sm = f"sm_{digits}{suffix}"
+    host = _cpu_generic().target_dict
+    target = {"kind": "cuda", "arch": sm, "host": host}
+    desc = (f"NVIDIA GPU, compute capability {sm} (needs a CUDA driver and a TVM runtime built "
+            "with CUDA to run); host code for this machine's CPU")
+    return TargetSpec(name or f"cuda:{sm}", target, desc)
+
+
+# name -> factory (factories, since "cpu" reads the host when resolved). `cuda:sm_XX` names are
+# parsed by resolve(); `cuda` alone is CUDA_DEFAULT_ARCH.
 TARGETS: dict[str, Callable[[], TargetSpec]] = {
     "cpu": _cpu,
     "cpu-native": lambda: _cpu("cpu-native"),
     "cpu-generic": _cpu_generic,
+    "cuda": lambda: cuda(CUDA_DEFAULT_ARCH, "cuda"),
+    **{name: functools.partial(_edge, name) for name in _EDGE},
 }
 
 
 def resolve(target: str | dict[str, Any] | TargetSpec) -> TargetSpec:
-    """A TargetSpec from a name in TARGETS, a TVM target dict, or a TargetSpec."""
+    """A TargetSpec from a name in TARGETS (or `cuda:sm_XX`), a TVM target dict, or a TargetSpec."""
     if isinstance(target, TargetSpec):
         return target
     if isinstance(target, dict):
@@ -243,5 +312,8 @@ def resolve(target: str | dict[str, Any] | TargetSpec) -> TargetSpec:
                           target.get("mcpu"))
     if isinstance(target, str) and target in TARGETS:
         return TARGETS[target]()
-    raise TargetError(f"unknown target {target!r}; known targets: {', '.join(sorted(TARGETS))} "
-                      "(or pass a TVM target dict such as {'kind': 'llvm', 'mcpu': 'haswell'})")
+    if isinstance(target, str) and target.startswith("cuda:"):
+        return cuda(target.partition(":")[2])
+    raise TargetError(f"unknown target {target!r}; known targets: {', '.join(sorted(TARGETS))}, "
+                      "cuda:sm_XX (or pass a TVM target dict such as "
+                      "{'kind': 'llvm', 'mcpu': 'haswell'})")

@@ -279,3 +279,45 @@ def _(rng):
     yield pair, {"num_carry": 2, "num_xs": 2, "regions": [_pair_body()]}
     empty = [pair[0], pair[1], pair[2][:0], pair[3][:0]]
     yield empty, {"num_carry": 2, "num_xs": 2, "regions": [_pair_body()]}
+
+
+# ---- linear scan --------------------------------------------------------------------------
+linear_scan = define_op(
+    "ctrl.linear_scan", inputs=("a", "b", "h0"), traits=(PURE,), attrs={"chunk": (int, 0)},
+    doc="Diagonal linear recurrence h_t = a_t * h_{t-1} + b_t with h_{-1} = h0; a is [T, *S] "
+        "(per step) or [*S] (time-invariant), b is [T, *S], h0 is [*S]; result h [T, *S]. "
+        "Associative, so backends may evaluate it as a parallel (chunked) scan; chunk = steps "
+        "per chunk for such a backend (0: its own choice; the result does not depend on it).")
+
+
+@linear_scan.infer
+def _(a, b, h0, chunk):
+    if b.rank < 1 or b.shape[1:] != h0.shape or b.dtype != h0.dtype or not b.dtype.is_float:
+        raise ShapeError(f"b must be a float [T, *S] tensor with S = h0's shape; got b {b}, "
+                         f"h0 {h0}")
+    if a.dtype != b.dtype or a.shape not in (b.shape, h0.shape):
+        raise ShapeError(f"a must be [T, *S] ({b}) or time-invariant [*S] ({h0}), got {a}; "
+                         "broadcast it to one of these first")
+    return b
+
+
+@linear_scan.reference
+def _(a, b, h0, chunk):
+    h = np.empty_like(b)
+    prev = h0
+    per_step = a.ndim == b.ndim
+    for t in range(b.shape[0]):
+        prev = (a[t] if per_step else a) * prev + b[t]
+        h[t] = prev
+    return h
+
+
+@linear_scan.examples
+def _(rng):
+    f32 = np.float32
+    for steps, shape, per_step in ((7, (2, 5), True), (1, (3,), True), (9, (4,), False),
+                                   (33, (16,), True)):
+        a_shape = (steps, *shape) if per_step else shape
+        yield [rng.uniform(-1.0, 1.0, a_shape).astype(f32),
+               rng.standard_normal((steps, *shape)).astype(f32),
+               rng.standard_normal(shape).astype(f32)], {"chunk": 4 if steps > 8 else 0}

@@ -148,7 +148,7 @@ def _euler_chain(out: Value) -> list[tuple[Value, Value, float, Op]]:
     return steps[::-1]
 
 
-def _closure(v: Value, stop: Value) -> set[int]:
+def _closure(v: Value, stop: Value | None) -> set[int]:
     seen: set[int] = set()
     stack = [v]
     while stack:
@@ -207,7 +207,7 @@ def reroll_euler_chain(graph: Graph) -> SamplerLoop:
             "sampler table) nor an unrolled Euler chain x = x + h * v(x, t) of >= 2 steps; "
             "wrap the denoiser in ember.Sampler(model, steps, schedule, solver) before tracing")
     x1, v1, _, _ = chain[1]
-    template = _closure(v1, x1) - _closure(x1, x1)
+    template = _closure(v1, x1) - _closure(x1, None)
     matcher = _Matcher(template, x1)
     per_step: list[dict[int, np.ndarray]] = []
     for i, (x, v, _, _) in enumerate(chain):

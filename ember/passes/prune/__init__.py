@@ -10,4 +10,4 @@ Every prune pass stashes the unpruned graph in graph.meta["prune.teacher"] (in m
 later `finetune{distill=true}` can distil from its logits.
 """
 
-from . import channels  # noqa: F401  (registers the passes)
+from . import channels, finetune, lowrank, magnitude, nm  # noqa: F401  (registers the passes)

@@ -4,8 +4,9 @@ Why unroll: it reuses the fused dense kernels the rest of the model gets, and th
 projection of every step is hoisted into one matmul over the whole sequence, so only the small
 [B, H] x [H, G*H] recurrent product and one gate kernel per step remain. The gate kernel takes
 the step index as a tensor, so all steps share ONE PrimFunc (digits_gru: 14 s -> 1.2 s of
-codegen). A symbolic sequence length cannot be unrolled; that case raises a LoweringError until
-the recurrence work lands a real scan kernel.
+codegen). A symbolic sequence length cannot be unrolled; run `recognize_rnn` first to get a
+`ctrl.scan`, which lowers to one TIR loop (kernels/scan_loop.py) for any length.
+`ctrl.linear_scan` lowers to the chunked parallel kernel (kernels/scan.py).
 """
 
 from __future__ import annotations
@@ -16,13 +17,10 @@ import numpy as np
 from tvm import relax, te, tirx
 
 from ....errors import LoweringError
-from . import UNSUPPORTED, LowerContext, lowers
+from . import LowerContext, lowers, static_shape, tvm_dtype
 
 R = relax.op
 
-UNSUPPORTED["ctrl.scan"] = ("general scan regions are not lowered yet (the recurrence passes "
-                            "rewrite known scans to parallel/unrolled forms first); run the "
-                            "'recurrence' passes or keep the model in the torch backend")
 
 
 def _check(op, extra: dict) -> int:
@@ -113,3 +111,61 @@ def _(cx, op, x, h0, params, **attrs):
 @lowers("ctrl.lstm")
 def _(cx, op, x, h0, c0, params, **attrs):
     return _rnn(cx, op, x, [h0, c0], list(params), attrs, _lstm_cell)
+
+
+def _flat_rank0(cx, expr, t) -> relax.Expr:
+    """Rank-0 tensors travel as [1] (the loop kernel indexes every buffer)."""
+    return cx.emit(R.reshape(expr, [1])) if t.rank == 0 else expr
+
+
+@lowers("ctrl.scan")
+def _(cx, op, inputs, num_carry, num_xs, reverse):
+    from ..kernels.scan_loop import scan_loop_kernel
+
+    body = op.regions[0]
+    consts = [c.result for c in body.ops if c.kind == "const"]
+    func, _ = scan_loop_kernel(body, num_carry, num_xs, reverse, consts)
+    steps = op.inputs[num_carry].type.shape[0]
+    args = []
+    for k, (x, v) in enumerate(zip(inputs, op.inputs)):
+        if num_carry <= k < num_carry + num_xs and v.type.rank == 1:
+            args.append(cx.emit(R.reshape(x, [cx.dim(steps), 1])))
+        else:
+            args.append(_flat_rank0(cx, x, v.type))
+    for c in consts:
+        args.append(_flat_rank0(cx, cx.const(c.producer.attrs["value"], c.type.dtype), c.type))
+    outs, finals = [], []
+    for k, r in enumerate(op.results):
+        shape = cx.shape(r.type)
+        if r.type.rank == 0 or (k >= num_carry and r.type.rank == 1):
+            shape = shape + [1]
+        outs.append(relax.TensorType(shape, tvm_dtype(r.type.dtype)))
+    gv = cx.bb.add_func(func, "scan_loop")
+    call = cx.emit(relax.call_tir(gv, args, outs))
+    for k, r in enumerate(op.results):
+        v = call if len(outs) == 1 else cx.emit(relax.TupleGetItem(call, k))
+        if r.type.rank == 0 or (k >= num_carry and r.type.rank == 1):
+            v = cx.emit(R.reshape(v, cx.shape(r.type)))
+        finals.append(v)
+    return finals if len(finals) > 1 else finals[0]
+
+
+@lowers("ctrl.linear_scan")
+def _(cx, op, a, b, h0, chunk):
+    from ..kernels.scan import linear_scan_kernel, plan_scan
+    from ..targets import host_features
+
+    bt = op.inputs[1].type
+    shape = static_shape(bt, "ctrl.linear_scan")
+    steps, lanes = shape[0], int(np.prod(shape[1:], dtype=np.int64))
+    per_step = op.inputs[0].type.rank == bt.rank
+    cores = max(1, host_features().physical_cores)
+    plan = plan_scan(steps, lanes, cores, chunk or None)
+    func = linear_scan_kernel(plan, per_step, tvm_dtype(bt.dtype))
+    gv = cx.bb.add_func(func, "linear_scan")
+    a2 = cx.emit(R.reshape(a, [steps if per_step else 1, lanes]))
+    b2 = cx.emit(R.reshape(b, [steps, lanes]))
+    h2 = cx.emit(R.reshape(h0, [lanes]))
+    out = cx.emit(relax.call_tir(gv, [a2, b2, h2],
+                                 relax.TensorType([steps, lanes], tvm_dtype(bt.dtype))))
+    return cx.emit(R.reshape(out, list(shape)))

@@ -1,0 +1,167 @@
+"""Quantization benchmark, one run: kernels (int8 and XNOR GEMM at 1024^3) and zoo models.
+
+    .venv/bin/python benchmarks/quant.py [--quick] [--json out.json]
+
+Every ratio is measured side by side in this run (the machine may be shared: compare ratios,
+not absolute numbers across runs). Reports:
+- int8 GEMM GOP/s (ember AVX2 vpmaddwd kernel) vs torch `_int_mm`, torch fp32 and ember fp32;
+- binary XNOR-popcount GEMM vs torch fp32 GEMM, checked exact against a +-1 reference;
+- per model (digits_mlp/cnn/vit), int8 static: eval accuracy before/after, weight ratio of the
+  quantized layers, latency ember fp32 vs ember int8 at batch 64;
+- digits_mlp: binary vs residual binary (2, 3 bases) vs ternary accuracy and weight ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import ember  # noqa: E402
+from ember.backends.tvm.build import build  # noqa: E402
+from ember.backends.tvm.lower import lower  # noqa: E402
+from ember.backends.tvm.targets import resolve  # noqa: E402
+from ember.ir import Graph, TensorType  # noqa: E402
+from ember.ir.ops.quant import pack_signs  # noqa: E402
+from ember.passes import Pipeline  # noqa: E402
+
+
+def _timeit(fn, repeat: int = 10, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def _compile(g: Graph):
+    import tvm
+    from tvm import relax
+
+    spec = resolve("cpu")
+    with spec.tvm_target():  # the quant lowerings pick kernels by the target in scope
+        mod = lower(g)
+    vm = relax.VirtualMachine(build(mod, spec), tvm.cpu())
+    return lambda *xs: vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in xs])
+
+
+def _one_op(kind, inputs, consts, **attrs):
+    g = Graph(kind.replace(".", "_"))
+    vals = [g.add_input(f"in{i}", TensorType.of(a)) for i, a in enumerate(inputs)]
+    vals += [g.const(c) for c in consts]
+    g.set_outputs(g.add(kind, *vals, **attrs))
+    return _compile(g)
+
+
+def gemm_kernels(n: int, repeat: int) -> dict:
+    import torch
+
+    import tvm
+
+    rng = np.random.default_rng(0)
+    flops = 2.0 * n ** 3
+    out = {"size": n}
+    x = rng.standard_normal((n, n)).astype(np.float32)
+    w = rng.standard_normal((n, n)).astype(np.float32)
+    tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+    out["torch_fp32_gflops"] = flops / _timeit(lambda: tx @ tw.T, repeat) / 1e9
+    f32 = _one_op("linear", [x], [w])
+    out["ember_fp32_gflops"] = flops / _timeit(lambda: f32(x), repeat) / 1e9
+
+    xq = rng.integers(-128, 128, (n, n)).astype(np.int8)
+    wq = rng.integers(-128, 128, (n, n)).astype(np.int8)
+    q8 = _one_op("quant.linear_int8", [xq], [wq, np.array(1.0, np.float32),
+                                           np.array(0, np.int32), np.ones(n, np.float32)])
+    got = q8(xq).numpy()
+    want = (xq.astype(np.int64) @ wq.astype(np.int64).T).astype(np.float32)
+    out["ember_int8_exact"] = bool(np.array_equal(got, want))
+    out["ember_int8_gops"] = flops / _timeit(lambda: q8(xq), repeat) / 1e9
+    txq, twq = torch.from_numpy(xq), torch.from_numpy(wq.T.copy())
+    try:
+        out["torch_int_mm_gops"] = flops / _timeit(lambda: torch._int_mm(txq, twq), 3, 1) / 1e9
+    except Exception as e:  # noqa: BLE001 - report, do not fail the benchmark
+        out["torch_int_mm_gops"] = f"unavailable: {e}"
+
+    a_bits, b_bits = pack_signs(x), pack_signs(w)
+    bm = _one_op("quant.binary_matmul", [a_bits], [b_bits], k=n)
+    got = bm(a_bits).numpy()
+    sx, sw = np.where(x >= 0, 1.0, -1.0), np.where(w >= 0, 1.0, -1.0)
+    out["binary_exact_vs_pm1_reference"] = bool(np.array_equal(got, (sx @ sw.T).astype(np.int32)))
+    t_bin = _timeit(lambda: bm(a_bits), repeat)
+    out["binary_gops_equiv"] = flops / t_bin / 1e9
+    out["binary_speedup_vs_torch_fp32"] = out["binary_gops_equiv"] / out["torch_fp32_gflops"]
+    out["int8_vs_torch_fp32"] = out["ember_int8_gops"] / out["torch_fp32_gflops"]
+    out["int8_vs_ember_fp32"] = out["ember_int8_gops"] / out["ember_fp32_gflops"]
+    del tvm
+    return out
+
+
+def model_rows(names, batch: int, repeat: int) -> list[dict]:
+    rows = []
+    for name in names:
+        z = ember.zoo.load(name)
+        g = ember.trace(z.module, z.example_inputs, dynamic_dims=z.dynamic_dims)
+        calib = [tuple(np.asarray(a) for a in b) for b in z.calibration]
+        g = Pipeline.parse("fold,dce").run(g)
+        p = Pipeline.parse("quantize{scheme=int8,show_progress=false}")
+        q = p.run(g, calibration=calib)
+        notes = p.report.passes[-1].notes
+        f_fn, q_fn = _compile(g), _compile(q)
+        x = np.concatenate([b[0] for b in calib] * 8)[:batch]
+        err = float(np.max(np.abs(q_fn(x).numpy() - ember.interpret(q, x))))
+        t_f, t_q = _timeit(lambda: f_fn(x), repeat), _timeit(lambda: q_fn(x), repeat)
+        rows.append({
+            "model": name,
+            "acc_fp32": z.evaluate(lambda *xs: f_fn(*xs).numpy()),
+            "acc_int8": z.evaluate(lambda *xs: q_fn(*xs).numpy()),
+            "weight_ratio_quantized_layers": notes["weight_ratio"],
+            "whole_model_bytes_fp32": g.weight_bytes(), "whole_model_bytes_int8": q.weight_bytes(),
+            f"latency_ms_fp32_b{batch}": t_f * 1e3, f"latency_ms_int8_b{batch}": t_q * 1e3,
+            "latency_ratio_int8_over_fp32": t_q / t_f,
+            "tvm_vs_interpreter_max_err": err,
+            "layers": notes["layers"],
+        })
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "layers"}), flush=True)
+    return rows
+
+
+def binary_family() -> list[dict]:
+    z = ember.zoo.load("digits_mlp")
+    g = ember.trace(z.module, z.example_inputs, dynamic_dims=z.dynamic_dims)
+    calib = [tuple(np.asarray(a) for a in b) for b in z.calibration]
+    out = [{"scheme": "fp32", "acc": z.evaluate(lambda *xs: ember.interpret(g, *xs))}]
+    for spec in ("binary", "binary_residual,bits=2", "binary_residual,bits=3", "ternary",
+                 "partial_binary", "int4_weight"):
+        p = Pipeline.parse(f"quantize{{scheme={spec},show_progress=false}}")
+        q = p.run(g, calibration=calib)
+        out.append({"scheme": spec, "acc": z.evaluate(lambda *xs: ember.interpret(q, *xs)),
+                    "weight_ratio": p.report.passes[-1].notes["weight_ratio"]})
+        print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="512^3 GEMMs, fewer repeats")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    repeat = 3 if args.quick else 10
+    res = {"gemm": gemm_kernels(512 if args.quick else 1024, repeat)}
+    print(json.dumps(res["gemm"], indent=1), flush=True)
+    res["binary_family_digits_mlp"] = binary_family()
+    res["models_int8"] = model_rows(["digits_mlp", "digits_cnn", "digits_vit"], 64, repeat * 5)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

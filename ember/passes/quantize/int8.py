@@ -1,0 +1,109 @@
+"""int8 schemes: static (per-channel weights, per-tensor calibrated activations) and dynamic.
+
+Also the layer finder every scheme shares: a quantizable layer is a `linear` (or, for int8, a
+groups=1 `conv2d`) whose weight and bias are constants. The rewrite keeps the float input:
+    xq = quant.quantize(x, x_scale, x_zp)      # i8, affine (zero point from calibration)
+    y  = quant.linear_int8(xq, wq, x_scale, x_zp, w_scale, bias)
+so the integers and scales are ordinary consts in the IR (printed, saved, checked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...ir.graph import Graph, Op, Value
+from ...ir.types import DType
+
+__all__ = ["Layer", "find_layers", "int8_dynamic", "int8_static", "quantize_weight_int8"]
+
+
+@dataclass
+class Layer:
+    op: Op
+    kind: str  # "linear" or "conv2d"
+    name: str
+    weight: np.ndarray
+    bias: np.ndarray | None
+
+    @property
+    def x(self) -> Value:
+        return self.op.inputs[0]
+
+
+def _const(v: Value | None) -> np.ndarray | None:
+    if v is None or v.producer is None or v.producer.kind != "const":
+        return None
+    arr = v.producer.attrs.get("value")
+    return arr if isinstance(arr, np.ndarray) else None
+
+
+def _skipped(name: str, wname: str, skip: tuple[str, ...]) -> bool:
+    for s in skip:
+        for n in (name, wname):
+            if n and (n == s or n.startswith(s + ".")):
+                return True
+    return False
+
+
+def find_layers(graph: Graph, skip: tuple[str, ...] = ()) -> tuple[list[Layer], list[str]]:
+    """(quantizable layers in order, names of layers left float by `skip`)."""
+    layers, skipped = [], []
+    for op in graph.ops:
+        if op.kind not in ("linear", "conv2d"):
+            continue
+        w = _const(op.inputs[1])
+        b = _const(op.inputs[2]) if len(op.inputs) > 2 else None
+        if w is None or (len(op.inputs) > 2 and b is None) or w.dtype != np.float32:
+            continue
+        if op.kind == "conv2d" and op.attrs.get("groups", 1) != 1:
+            continue
+        wname = op.inputs[1].producer.attrs.get("name", "")  # type: ignore[union-attr]
+        name = op.loc or wname.rsplit(".", 1)[0] or f"{op.kind}{len(layers)}"
+        if _skipped(name, wname, skip):
+            skipped.append(name)
+            continue
+        layers.append(Layer(op, op.kind, name, w, b))
+    return layers, skipped
+
+
+def quantize_weight_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel int8: (wq i8 same shape, scale f32[O])."""
+    flat = w.reshape(w.shape[0], -1)
+    amax = np.abs(flat).max(axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.round(flat / scale[:, None]), -127, 127).astype(np.int8)
+    return q.reshape(w.shape), scale
+
+
+def _bias(graph: Graph, layer: Layer) -> list[Value]:
+    return [layer.op.inputs[2]] if layer.bias is not None else []
+
+
+def int8_static(graph: Graph, layer: Layer, x_scale, x_zp) -> Value:
+    wq, ws = quantize_weight_int8(layer.weight)
+    op = layer.op
+    with graph.at(before=op):
+        s = graph.const(np.asarray(x_scale, np.float32), name=f"{layer.name}.x_scale")
+        z = graph.const(np.asarray(x_zp, np.int32), name=f"{layer.name}.x_zp")
+        xq = graph.add("quant.quantize", layer.x, s, z, dtype=DType.i8, loc=op.loc)
+        wv = graph.const(wq, name=f"{layer.name}.weight.q8")
+        wsv = graph.const(ws, name=f"{layer.name}.weight.scale")
+        if layer.kind == "linear":
+            return graph.add("quant.linear_int8", xq, wv, s, z, wsv, *_bias(graph, layer),
+                             loc=op.loc)
+        return graph.add("quant.conv2d_int8", xq, wv, s, z, wsv, *_bias(graph, layer),
+                         stride=op.attrs["stride"], padding=op.attrs["padding"],
+                         dilation=op.attrs["dilation"], loc=op.loc)
+
+
+def int8_dynamic(graph: Graph, layer: Layer) -> Value | None:
+    if layer.kind != "linear":
+        return None  # no dynamic conv kernel: the layer stays float
+    wq, ws = quantize_weight_int8(layer.weight)
+    with graph.at(before=layer.op):
+        wv = graph.const(wq, name=f"{layer.name}.weight.q8")
+        wsv = graph.const(ws, name=f"{layer.name}.weight.scale")
+        return graph.add("quant.linear_int8_dynamic", layer.x, wv, wsv, *_bias(graph, layer),
+                         loc=layer.op.loc)
