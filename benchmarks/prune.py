@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import ember  # noqa: E402
-from ember.passes.prune import _common as C  # noqa: E402
+import ember
+from ember.passes.prune import _common as C
 
 BATCH = 64
 
@@ -108,8 +108,8 @@ def main() -> None:
     repeat = 30 if args.quick else 200
     cases = [
         ("digits_cnn", f"prune_channels{{ratio=0.5}},finetune{{zoo=digits_cnn,steps={steps}}}"),
-        ("digits_vit", f"prune_channels{{ratio=0.5,criterion=taylor}},"
-                       f"finetune{{zoo=digits_vit,steps={steps},lr=0.003}}"),
+        ("digits_vit", (f"prune_channels{{ratio=0.5,criterion=taylor}},"
+                       f"finetune{{zoo=digits_vit,steps={steps},lr=0.003}}")),
         ("digits_mlp", f"prune_nm{{n=2,m=4}},finetune{{zoo=digits_mlp,steps={steps}}}"),
         ("digits_mlp", f"lowrank{{rank_ratio=0.5}},finetune{{zoo=digits_mlp,steps={steps}}}"),
     ]

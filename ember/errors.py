@@ -64,3 +64,7 @@ class RewriteLoopError(EmberError):
 
 class TargetError(EmberError):
     """An unknown target name, or an artifact built for CPU features this host lacks."""
+
+
+class RemoteError(EmberError):
+    """A remote device (TVM RPC server) could not be reached, or failed to load or run a model."""

@@ -10,6 +10,8 @@ from ...ir import Value
 from .exporter import UNSUPPORTED, Emitter, exports
 
 _ORDER = {"ctrl.gru": (1, 0, 2), "ctrl.lstm": (0, 3, 1, 2)}  # ONNX chunk k = torch chunk ORDER[k]
+UNSUPPORTED["ctrl.linear_scan"] = ("ONNX has no linear-scan op; export the graph before "
+                                   "parallel_scan (the ctrl.scan form) or use the TVM backend")
 UNSUPPORTED["ctrl.scan"] = ("ONNX Scan export of ember bodies is not written yet; "
                             "run the recurrence passes or export the unrolled graph")
 

@@ -124,4 +124,4 @@ def check_one_call_rows(table: np.ndarray, what: str) -> None:
 
 
 def rows_tensor(rows: Sequence | np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rows, np.float32))
+    return torch.from_numpy(np.array(rows, np.float32, copy=True))

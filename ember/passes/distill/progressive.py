@@ -127,7 +127,7 @@ def progressive_distill(loop: SamplerLoop, k: int, cfg: TrainConfig,
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
                 bar.update(task, advance=1, loss=float(np.mean(losses[-50:])))
         history.append({"round": r, "steps": len(student_table),
                         "loss_first": float(np.mean(losses[:50])) if losses else None,

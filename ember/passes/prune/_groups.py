@@ -112,7 +112,7 @@ def analyze(graph: Graph) -> Analysis:
         if not all(isinstance(values[vid].type.shape[ax], int) for vid, ax in comp):
             continue
         groups.append(_units(sorted(comp), couplings, sources, values))
-    groups.sort(key=lambda gr: gr.axes)
+    groups.sort(key=lambda gr: (gr.names, gr.axes))
     return Analysis(groups, blocked, values)
 
 
@@ -136,7 +136,7 @@ def _units(comp: list[tuple[int, int]], couplings: list[Coupling], sources: set,
             if (vid, ax) in sources:
                 u.sources.append((vid, i))
         units.append(u)
-    units.sort(key=lambda u: sorted(u.members.items())[0])
+    units.sort(key=lambda u: min(u.members.items()))
     names = sorted({_name(values[vid]) for vid, ax in comp if (vid, ax) in sources})
     return Group(comp, units, names)
 

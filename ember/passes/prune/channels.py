@@ -72,7 +72,7 @@ class PruneChannels(Pass):
 def select_units(group: Group, scores: list[float], ratio: float, min_units: int) -> list[int]:
     """Indices of the units to remove: the lowest scores, never emptying an axis."""
     prunable = [i for i, u in enumerate(group.units) if u.sources]
-    target = min(int(math.floor(ratio * len(prunable) + 1e-9)),
+    target = min(math.floor(ratio * len(prunable) + 1e-9),
                  max(0, len(prunable) - max(1, min_units)))
     left = {ax: 0 for ax in group.axes}
     for u in group.units:
@@ -111,8 +111,7 @@ def _taylor_grads(graph: Graph, ctx: PassContext) -> dict[int, np.ndarray]:
     from ...backends.torch import GraphModule
 
     module = GraphModule(graph)
-    batches = list(ctx.calibration or ctx.sample_inputs)
-    for batch in batches:
+    for batch in _batches(graph, list(ctx.calibration or ctx.sample_inputs)):
         out = module(*[torch.from_numpy(np.asarray(a)) for a in batch])
         y = out[0] if isinstance(out, tuple) else out
         if y.dim() >= 2:
@@ -127,6 +126,18 @@ def _taylor_grads(graph: Graph, ctx: PassContext) -> dict[int, np.ndarray]:
         if i is not None and module.params[i].grad is not None:
             grads[id(op.results[0])] = module.params[i].grad.numpy()
     return grads
+
+
+def _batches(graph: Graph, batches: list) -> list:
+    """The calibration batches, re-cut to the graph's batch size when that is static."""
+    lead = graph.inputs[0].type.shape[0] if graph.inputs and graph.inputs[0].type.rank else None
+    if not isinstance(lead, int) or all(len(b[0]) == lead for b in batches):
+        return batches
+    cols = [np.concatenate([np.asarray(b[i]) for b in batches]) for i in range(len(batches[0]))]
+    total = len(cols[0])
+    reps = -(-lead // total)
+    cols = [np.concatenate([c] * reps) if reps > 1 else c for c in cols]
+    return [tuple(c[i:i + lead] for c in cols) for i in range(0, len(cols[0]) - lead + 1, lead)]
 
 
 def shrink(graph: Graph, removed, analysis: Analysis) -> Graph:

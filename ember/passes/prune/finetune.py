@@ -163,7 +163,6 @@ def _batch_size(graph: Graph, wanted: int) -> int:
 
 def _freeze_and_mask(graph: Graph, module) -> dict[int, Any]:
     """Freeze batch-norm statistics; return {param index: 0/1 mask} for weights with zeros."""
-    import torch
 
     masks: dict[int, Any] = {}
     for op in graph.ops:

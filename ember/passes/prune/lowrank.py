@@ -40,7 +40,7 @@ class LowRank(Pass):
         if self.energy is not None:
             e = np.cumsum(s.astype(np.float64) ** 2)
             return int(np.searchsorted(e / e[-1], self.energy - 1e-12) + 1)
-        return max(1, int(math.floor(self.rank_ratio * n * k / (n + k))))
+        return max(1, math.floor(self.rank_ratio * n * k / (n + k)))
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         C.stash_teacher(graph)

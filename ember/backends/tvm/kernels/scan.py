@@ -61,12 +61,12 @@ def plan_scan(steps: int, lanes: int, cores: int, chunk: int | None = None,
     """Pick W and L: enough parallel (chunk, block) items for the cores, fewest extra passes.
 
     Time chunking costs a second pass over a and b, so it is used only when the state has
-    fewer blocks than about 2 x cores; `chunk` (steps per chunk) overrides the choice.
+    fewer blocks than cores; `chunk` (steps per chunk) overrides the choice.
     """
     width = _width(lanes, most=64 if lanes >= 64 * cores else 32)
     blocks = lanes // width
     if chunk is None:
-        if blocks >= 2 * cores or steps < 2 * min_chunk:
+        if blocks >= cores or steps < 2 * min_chunk:
             chunk = max(steps, 1)
         else:
             want = -(-4 * cores // blocks)  # chunks so that chunks*blocks >= 4*cores

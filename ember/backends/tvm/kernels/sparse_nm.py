@@ -67,10 +67,10 @@ def _schedule(func: tirx.PrimFunc, tile: int, exact: bool) -> tirx.PrimFunc:
     if exact:
         sch.vectorize(sch.get_loops(init)[-1])
     xt = sch.get_sblock("xT")
-    c, bx = sch.get_loops(xt)
+    c, _bx = sch.get_loops(xt)
     sch.parallel(c)
     out = sch.get_sblock("out")
-    ob, orow = sch.get_loops(out)
+    ob, _orow = sch.get_loops(out)
     sch.parallel(ob)
     return sch.mod["main"]
 
