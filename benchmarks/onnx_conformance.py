@@ -177,6 +177,9 @@ def compare(got: list, want: list, rtol: float = RTOL, atol: float = ATOL) -> st
             return f"output {i}: dtype {g.dtype}, expected {w.dtype}"
         if w.dtype.kind in "fc":
             ok = np.allclose(g, w, rtol=rtol, atol=atol, equal_nan=True)
+        elif w.dtype.name in _ML_FLOATS:  # bf16/float8/float4 (numpy kind 'V'): NaN == NaN
+            ok = np.allclose(g.astype(np.float64), w.astype(np.float64), rtol=rtol, atol=atol,
+                             equal_nan=True)
         else:
             ok = np.array_equal(g, w)
         if not ok:
@@ -185,9 +188,25 @@ def compare(got: list, want: list, rtol: float = RTOL, atol: float = ATOL) -> st
     return None
 
 
+_SUB_BYTE = ("int4", "uint4", "int2", "uint2")
+_ML_FLOATS = ("bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+              "float8_e8m0fnu", "float4_e2m1fn")
+
+
+def ember_storage(a):
+    """ember holds sub-byte ints widened (i4 in int8, u2 in uint8: DType.to_numpy); ONNX's
+    data uses ml_dtypes' int4/uint2/...; same values, ember's container."""
+    if isinstance(a, np.ndarray) and a.dtype.name in _SUB_BYTE:
+        from ember.ir import DType
+
+        return a.astype(DType.from_numpy(a.dtype).to_numpy())
+    return a
+
+
 def _ember_graph(model, inputs):
     from ember.frontends.onnx import load
 
+    inputs = [ember_storage(a) for a in inputs]
     bound = static_bindings(model, inputs)
     names = [vi.name for vi in model.graph.input]
     feed = [a for n, a in zip(names, inputs) if n not in bound]
@@ -201,7 +220,8 @@ def run_interp(model, datasets):
     for ins, outs in datasets:
         graph, feed, _ = _ember_graph(model, ins)
         got = ember.interpret(graph, *feed)
-        results.append((list(got) if isinstance(got, tuple) else [got], outs))
+        results.append((list(got) if isinstance(got, tuple) else [got],
+                        [ember_storage(o) for o in outs]))
     return results
 
 
@@ -215,7 +235,8 @@ def run_tvm(model, datasets):
     for ins, outs in datasets:
         graph, feed, _ = _ember_graph(model, ins)
         vm = relax.VirtualMachine(build(lower(graph), "cpu"), tvm.cpu())
-        results.append((_vm_outputs(vm["main"](*_tensors(feed))), outs))
+        results.append((_vm_outputs(vm["main"](*_tensors(feed))),
+                        [ember_storage(o) for o in outs]))
     return results
 
 

@@ -86,7 +86,7 @@ def nm_kernel(repeat: int, k: int = 1024, n_out: int = 1024) -> dict:
     rng = np.random.default_rng(0)
     g = ember.ir.Graph("layer")
     xin = g.add_input("x", ember.ir.TensorType((BATCH, k), ember.ir.DType.f32))
-    w = g.const(rng.standard_normal((n_out, k)).astype(np.float32) / np.sqrt(k), name="w.weight")
+    w = g.const((rng.standard_normal((n_out, k)) / np.sqrt(k)).astype(np.float32), name="w.weight")
     b = g.const(np.zeros(n_out, np.float32), name="w.bias")
     g.set_outputs(g.add("linear", xin, w, b))
     sparse = ember.Pipeline.parse("prune_nm").run(g)
@@ -103,6 +103,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer finetune steps and timings")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--models", default="", help="comma-separated zoo names to run (default all)")
     args = ap.parse_args()
     steps = 100 if args.quick else 800
     repeat = 30 if args.quick else 200
@@ -111,10 +112,13 @@ def main() -> None:
         ("digits_vit", (f"prune_channels{{ratio=0.5,criterion=taylor}},"
                        f"finetune{{zoo=digits_vit,steps={steps},lr=0.003}}")),
         ("digits_mlp", f"prune_nm{{n=2,m=4}},finetune{{zoo=digits_mlp,steps={steps}}}"),
-        ("digits_mlp", f"lowrank{{rank_ratio=0.5}},finetune{{zoo=digits_mlp,steps={steps}}}"),
+        ("digits_mlp", (f"lowrank{{rank_ratio=0.5}},"
+                       f"finetune{{zoo=digits_mlp,steps={2 * steps},lr=0.003}}")),
     ]
     results = {"cases": [], "note": "timings interleaved in one process; machine may be loaded"}
     for name, spec in cases:
+        if args.models and name not in args.models.split(","):
+            continue
         r = run_case(name, spec, repeat)
         results["cases"].append(r)
         print(f"{name:11s} {spec.split(',')[0]:45s} acc {r['accuracy_base']:.4f} -> "

@@ -30,6 +30,16 @@ class DType(enum.Enum):
     u4 = "u4"
     u32 = "u32"
     bool = "bool"
+    u16 = "u16"
+    u64 = "u64"
+    i2 = "i2"
+    u2 = "u2"
+    f8e4m3fn = "f8e4m3fn"
+    f8e4m3fnuz = "f8e4m3fnuz"
+    f8e5m2 = "f8e5m2"
+    f8e5m2fnuz = "f8e5m2fnuz"
+    f8e8m0 = "f8e8m0"
+    f4e2m1 = "f4e2m1"
 
     def __str__(self) -> str:
         return self.value
@@ -39,7 +49,7 @@ class DType(enum.Enum):
 
     @property
     def is_float(self) -> bool:
-        return self in (DType.f64, DType.f32, DType.f16, DType.bf16)
+        return self in _FLOATS
 
     @property
     def is_int(self) -> bool:
@@ -51,6 +61,13 @@ class DType(enum.Enum):
 
     def to_numpy(self) -> np.dtype:
         """The numpy dtype that holds values of this type (sub-byte ints widen to int8/uint8)."""
+        if self in _ML_DTYPES:  # bf16 and the 8/4-bit floats: numpy via ml_dtypes (lazy)
+            try:
+                import ml_dtypes
+            except ImportError:
+                raise ShapeError(f"dtype {self} needs the ml_dtypes package for its numpy "
+                                 "equivalent; pip install ml_dtypes") from None
+            return np.dtype(getattr(ml_dtypes, _ML_DTYPES[self]))
         if self not in _TO_NUMPY:
             raise ShapeError(f"dtype {self} has no numpy equivalent")
         return np.dtype(_TO_NUMPY[self])
@@ -74,17 +91,32 @@ class DType(enum.Enum):
 _BITS = {
     DType.f64: 64, DType.f32: 32, DType.f16: 16, DType.bf16: 16, DType.i64: 64, DType.i32: 32,
     DType.i16: 16, DType.i8: 8, DType.u8: 8, DType.i4: 4, DType.u4: 4, DType.u32: 32,
-    DType.bool: 1,
+    DType.bool: 1, DType.u16: 16, DType.u64: 64, DType.i2: 2, DType.u2: 2, DType.f8e4m3fn: 8,
+    DType.f8e4m3fnuz: 8, DType.f8e5m2: 8, DType.f8e5m2fnuz: 8, DType.f8e8m0: 8, DType.f4e2m1: 4,
+}
+_FLOATS = frozenset({DType.f64, DType.f32, DType.f16, DType.bf16, DType.f8e4m3fn,
+                     DType.f8e4m3fnuz, DType.f8e5m2, DType.f8e5m2fnuz, DType.f8e8m0,
+                     DType.f4e2m1})
+# ml_dtypes names; imported only when such a dtype is turned into numpy (ember.ir stays light)
+_ML_DTYPES = {
+    DType.bf16: "bfloat16", DType.f8e4m3fn: "float8_e4m3fn", DType.f8e4m3fnuz: "float8_e4m3fnuz",
+    DType.f8e5m2: "float8_e5m2", DType.f8e5m2fnuz: "float8_e5m2fnuz",
+    DType.f8e8m0: "float8_e8m0fnu", DType.f4e2m1: "float4_e2m1fn",
 }
 _TO_NUMPY = {
     DType.f64: "float64", DType.f32: "float32", DType.f16: "float16", DType.i64: "int64",
     DType.i32: "int32", DType.i16: "int16", DType.i8: "int8", DType.u8: "uint8", DType.i4: "int8",
-    DType.u4: "uint8", DType.u32: "uint32", DType.bool: "bool",
+    DType.u4: "uint8", DType.u32: "uint32", DType.bool: "bool", DType.u16: "uint16",
+    DType.u64: "uint64", DType.i2: "int8", DType.u2: "uint8",
 }
 _FROM_NUMPY = {
     "float64": DType.f64, "float32": DType.f32, "float16": DType.f16, "int64": DType.i64,
     "int32": DType.i32, "int16": DType.i16, "int8": DType.i8, "uint8": DType.u8,
-    "uint32": DType.u32, "bool": DType.bool,
+    "uint32": DType.u32, "bool": DType.bool, "uint16": DType.u16, "uint64": DType.u64,
+    # ml_dtypes arrays (by name, so ml_dtypes is not imported here); sub-byte ints map to the
+    # ember dtype whose values they hold (ember stores them widened, see to_numpy)
+    "int4": DType.i4, "uint4": DType.u4, "int2": DType.i2, "uint2": DType.u2,
+    **{v: k for k, v in _ML_DTYPES.items()},
 }
 
 

@@ -22,7 +22,9 @@ Exporter = Callable[["Emitter", Op, list], Any]
 EXPORTERS: dict[str, Exporter] = {}
 UNSUPPORTED: dict[str, str] = {}
 _TO_ONNX = {DType.f32: 1, DType.u8: 2, DType.i8: 3, DType.i16: 5, DType.i32: 6, DType.i64: 7,
-            DType.bool: 9, DType.f16: 10, DType.f64: 11, DType.u32: 12, DType.bf16: 16}
+            DType.bool: 9, DType.f16: 10, DType.f64: 11, DType.u32: 12, DType.bf16: 16,
+            DType.u16: 4, DType.u64: 13, DType.f8e4m3fn: 17, DType.f8e4m3fnuz: 18,
+            DType.f8e5m2: 19, DType.f8e5m2fnuz: 20, DType.f4e2m1: 23, DType.f8e8m0: 24}
 
 
 def exports(*kinds: str) -> Callable[[Exporter], Exporter]:

@@ -24,7 +24,7 @@ def _(x, h0, c0, params, hidden_size, num_layers, bidirectional, batch_first, ha
 
 
 @torch_op("ctrl.scan")
-def _(inputs, num_carry, num_xs, reverse, regions):
+def _scan_torch(inputs, num_carry, num_xs, reverse, regions):
     """One body call per step; differentiable, since every step is ordinary torch code."""
     body = regions[0]
     carries = list(inputs[:num_carry])
@@ -55,3 +55,30 @@ def _(a, b, h0, chunk):
         prev = (a[t] if per_step else a) * prev + b[t]
         outs.append(prev)
     return torch.stack(outs) if outs else torch.empty_like(b)
+
+
+class _TorchOps:
+    concat = staticmethod(lambda xs: torch.cat(xs, dim=0))
+    absmax = staticmethod(lambda x: float(x.abs().max()) if x.numel() else 0.0)
+    broadcast = staticmethod(lambda h0, n: h0.unsqueeze(0).expand(n, *h0.shape).clone())
+
+
+@torch_op("ctrl.newton_scan")
+def _(inputs, num_xs, max_iters, tol, jacobian, regions):
+    """DEER Newton iteration in torch (same algorithm as the numpy reference); the sequential
+    scan when it does not converge. Gradients flow through the final all-steps evaluation."""
+    from ...ir.ops.control import newton_solve
+
+    body, fall, jall = regions
+    rest = list(inputs[1:])
+    steps = inputs[1].shape[0]
+    got = None
+    if steps:
+        got = newton_solve(inputs[0], steps, lambda p: run_graph(fall, [p, *rest]),
+                           lambda p: run_graph(jall, [p, *rest])[0], jacobian, max_iters, tol,
+                           _TorchOps)
+    if got is None:
+        scan = _scan_torch(inputs, 1, num_xs, False, [body])
+        return (*scan, torch.tensor(-1 if steps else 0, dtype=torch.int32))
+    h, ys, it = got
+    return (h[-1], *ys, torch.tensor(it, dtype=torch.int32))

@@ -31,10 +31,11 @@ from .targets import TargetSpec, resolve
 
 try:  # the CPU schedules package; builds run unscheduled (still fused) without it
     from .schedules import apply_cpu_schedules as _apply_cpu_schedules
+    from .schedules import prepack_weights as _prepack_weights
 except ModuleNotFoundError as e:  # only its absence; a broken schedules package must not hide
     if e.name != f"{__package__}.schedules":
         raise
-    _apply_cpu_schedules = None
+    _apply_cpu_schedules = _prepack_weights = None
 
 
 def legalize_passes() -> list:
@@ -70,12 +71,15 @@ def build(mod: tvm.IRModule, target: TargetSpec | str | dict, *, schedule: bool 
             timings[name] = time.perf_counter() - t0
 
     mod = stage("legalize", tvm.transform.Sequential(legalize_passes()), mod)
+    cpu_scheduled = schedule and spec.is_cpu and _apply_cpu_schedules is not None
+    if cpu_scheduled:  # constant GEMM weights packed once here, not inside every call
+        mod = stage("prepack", lambda m: _prepack_weights(m, tgt), mod)
     mod = stage("fuse", tvm.transform.Sequential(fuse_passes()), mod)
     scheduled = False
     if spec.is_gpu:  # not optional: an unscheduled kernel has no thread binding on a GPU
         mod = stage("schedule", gpu_schedule_pass(), mod)
         scheduled = True
-    elif schedule and spec.is_cpu and _apply_cpu_schedules is not None:
+    elif cpu_scheduled:
         mod = stage("schedule", lambda m: _apply_cpu_schedules(m, tgt), mod)
         scheduled = True
     else:

@@ -13,6 +13,7 @@ import numpy as np
 
 from ...ir import Value
 from .context import Context, converts
+from .convert_pool import general_pool
 
 
 @converts("MatMul")
@@ -98,11 +99,32 @@ def _(cx: Context, node, inputs, attrs):
     return cx.add("squeeze", y, dims=(2,)) if one_d else y
 
 
+def _fits_torch_pool(x: Value, attrs: dict, is_max: bool, indices: bool) -> bool:
+    """Can ember's 2-D pooling op express this node (else the general N-d path)?"""
+    spatial = x.type.rank - 2
+    if spatial not in (1, 2) or indices or (is_max and not x.dtype.is_float):
+        return False
+    kernel = list(attrs["kernel_shape"])
+    pads = list(attrs.get("pads", [0] * 2 * spatial))
+    if any(2 * max(pads[i], pads[i + spatial]) > kernel[i] for i in range(spatial)):
+        return False
+    if is_max:
+        return True
+    symmetric = pads[:spatial] == pads[spatial:]
+    auto = attrs.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    return (all(d == 1 for d in attrs.get("dilations", [1] * spatial))
+            and auto in ("NOTSET", "VALID") and (symmetric or attrs.get("count_include_pad", 0))
+            and not (attrs.get("ceil_mode", 0) and not symmetric))
+
+
 def _pool(kind: str):
     def convert(cx: Context, node, inputs, attrs):
         x = inputs[0]
-        if len(node.output) > 1 and node.output[1]:
-            raise cx.fail("the Indices output of MaxPool")
+        indices = len(node.output) > 1 and bool(node.output[1])
+        is_max = kind == "max_pool2d"
+        if not _fits_torch_pool(x, attrs, is_max, indices):
+            return general_pool(cx, node, x, attrs, is_max, indices)
         kernel = list(attrs["kernel_shape"])
         x, strides, dilations, pads, kernel, one_d = _window(cx, x, attrs, kernel, node.op_type)
         ceil = bool(attrs.get("ceil_mode", 0))

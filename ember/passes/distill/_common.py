@@ -28,7 +28,7 @@ def run_loop(loop: SamplerLoop, noise: np.ndarray, table: np.ndarray | None = No
 
     consts = {}
     if table is not None:
-        consts[id(loop.table_op)] = torch.from_numpy(np.asarray(table, np.float32))
+        consts[id(loop.table_op)] = torch.from_numpy(np.array(table, np.float32, copy=True))
     outs = []
     with torch.no_grad():
         for i in range(0, len(noise), batch):

@@ -80,7 +80,7 @@ def reflow_distill(loop: SamplerLoop, k: int, cfg: TrainConfig, noise_shape: tup
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             bar.update(task, advance=1, loss=float(np.mean(losses[-50:])))
     history = [{"iters": cfg.iters, "pairs": cfg.pool,
                 "loss_first": float(np.mean(losses[:50])) if losses else None,

@@ -1,3 +1,3 @@
 """Recurrence passes: find loops (rerolling, RNN recognition), analyse them, parallelize them."""
 
-from . import parallel_scan, reroll  # noqa: F401  (register the passes)
+from . import newton, parallel_scan, recognize, reroll  # noqa: F401  (register the passes)

@@ -1,26 +1,61 @@
 """Which evaluation strategy a loop gets, and the reason the report shows.
 
-The model is deliberately small: a diagonal linear recurrence always leaves the generic loop,
-because ctrl.linear_scan keeps the state in registers and is exact (its kernel chooses
-chunking: state-parallel when the state alone feeds the cores, time chunks otherwise). A dense
-linear recurrence would need d x d matrix products per combine (d times the sequential work),
-so it stays sequential unless the state is tiny. Nonlinear recurrences stay sequential here.
+An analytic model in seconds, constants calibrated with benchmarks/recurrence.py on the
+development machine (2 cores, AVX2, under load; see `Machine`):
+
+- diagonal linear recurrence: always ctrl.linear_scan (exact; its kernel keeps the state in
+  registers and picks state-parallel or time-chunked work itself), unless T < 2.
+- dense linear: sequential (a parallel combine costs d^3 per step against d^2).
+- nonlinear (parallel_newton): sequential costs T * (step_overhead + w * flop_seq), w = the
+  step's multiply-adds (batch * 3 * d^2 for a gated cell); one Newton iteration evaluates the
+  body for all T at once plus its Jacobian (forward mode: d tangent columns, so (1 + d) * w per
+  step), then a log2(T)-round scan (d^3 per step for the dense Jacobian, d for the diagonal),
+  all spread over `cores` at flop_par. Newton wins only when K iterations of that beat T
+  serial steps: long T, tiny state, many cores (a GPU); on a 2-core CPU it almost never does.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Choice:
-    strategy: str  # "sequential" | "parallel_scan"
+    strategy: str  # "sequential" | "parallel_scan" | "parallel_newton"
     reason: str
 
 
-def choose(kind: str, steps: int | str, state: int, cores: int | None = None) -> Choice:
-    cores = cores or os.cpu_count() or 1
+@dataclass(frozen=True)
+class Machine:
+    """Calibrated on the dev machine (benchmarks/recurrence.py --newton, under load)."""
+
+    cores: int = 2
+    step_overhead_s: float = 2e-7   # per step of the sequential TIR loop (tiny bodies)
+    flop_seq_s: float = 5e-10       # per multiply-add inside the sequential loop
+    flop_par_s: float = 2.5e-10     # per multiply-add in batched all-steps kernels, per core
+    iter_overhead_s: float = 2e-5   # per Newton iteration (kernel launches, convergence test)
+    newton_iters_full: int = 6      # typical DEER iterations for a contractive cell
+    newton_iters_diag: int = 24     # quasi-DEER needs more
+
+
+def newton_cost(steps: int, state: int, batch: int, jacobian: str, m: Machine) -> float:
+    w = batch * 3 * state * state
+    scan = batch * (state ** 3 if jacobian == "full" else state)
+    k = min(steps, m.newton_iters_full if jacobian == "full" else m.newton_iters_diag)
+    per_iter = (steps * (1 + state) * w + steps * max(1, math.ceil(math.log2(steps))) * scan)
+    return k * (per_iter * m.flop_par_s / m.cores + m.iter_overhead_s)
+
+
+def sequential_cost(steps: int, state: int, batch: int, m: Machine) -> float:
+    return steps * (m.step_overhead_s + batch * 3 * state * state * m.flop_seq_s)
+
+
+def choose(kind: str, steps: int | str, state: int, cores: int | None = None, batch: int = 1,
+           jacobian: str = "full", machine: Machine | None = None) -> Choice:
+    cores = cores or (machine.cores if machine else None) or os.cpu_count() or 1
+    m = machine or Machine(cores=cores)
     if not isinstance(steps, int):
         return Choice("sequential", f"symbolic length {steps!r}: the scan kernel needs static T")
     if kind == "diag":
@@ -34,5 +69,10 @@ def choose(kind: str, steps: int | str, state: int, cores: int | None = None) ->
         return Choice("sequential", f"dense affine state map (d={state}): a parallel combine "
                       f"costs d^3 per step vs d^2 sequentially")
     if kind == "nonlinear":
-        return Choice("sequential", "nonlinear in the state (parallel_newton not applied)")
+        seq = sequential_cost(steps, state, batch, m)
+        new = newton_cost(steps, state, batch, jacobian, m)
+        pick = "parallel_newton" if new < seq else "sequential"
+        return Choice(pick, f"nonlinear, T={steps}, state {state}, batch {batch}, {m.cores} "
+                      f"cores: sequential ~{seq * 1e3:.3g} ms vs Newton ({jacobian} Jacobian) "
+                      f"~{new * 1e3:.3g} ms")
     return Choice("sequential", f"state-free carry ({kind})")

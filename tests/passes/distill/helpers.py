@@ -33,7 +33,7 @@ def trace_sampler(steps: int, solver: str = "euler", schedule="uniform"):
     return s, g
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sampler8():
     return trace_sampler(8)
 

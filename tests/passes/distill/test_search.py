@@ -53,3 +53,12 @@ def test_k_above_n_is_an_error(sampler8):
     _, g = sampler8
     with pytest.raises(PassError, match="k must be in"):
         ember.Pipeline.parse("steps{k=9}").run(g)
+
+
+def test_rewritten_graph_compiles_and_runs_k_steps(sampler8):
+    _, g = sampler8
+    out = ember.Pipeline.parse("steps{k=2,method=search,calib=16,grid=4,rounds=1}").run(g)
+    m = ember.compile(out, progress=False)
+    x = noise(4)
+    np.testing.assert_allclose(m(x), ember.interpret(out, x), atol=1e-4)
+    assert "ctrl.scan" in str(out) and find_sampler(out).steps == 2

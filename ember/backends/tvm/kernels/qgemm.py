@@ -1,50 +1,69 @@
-"""int8 x int8 -> int32 GEMM for `quant.linear_int8` / `quant.conv2d_int8` (after im2col).
+"""int8 x int8 -> int32 GEMM for `quant.linear_int8` / `quant.conv2d_int8`, one kernel per layer.
 
 Why hand-written TIR: LLVM does not turn a TIR int8 reduction into the x86 dot-product
 instructions by itself (a widened i32 multiply per lane is slower than the fp32 FMA GEMM), so
-the kernel calls the instruction directly. On AVX2 (no VNNI, the machine this was written on) the
-instruction is `vpmaddwd`: 16 int16 products summed pairwise into 8 int32 lanes, i.e. 16
-multiply-adds per instruction against 8 for an fp32 FMA. Layouts:
+the kernel calls the instruction directly. On AVX2 (no VNNI) it is `vpmaddwd`: 16 int16
+products summed pairwise into 8 int32 lanes, 16 multiply-adds per instruction against 8 for an
+fp32 FMA. (AVX-512 VNNI targets use `qgemm_vnni.py`.)
 
-- weights, packed once at compile time: i8 [N/8, ceil(K/2), 16], lane 2*j + t holding
-  w[8*nb + j, 2*kp + t] (N padded with zero rows to whole register tiles, K to even);
-- activations, packed per call by a small TE stage: i32 [M, ceil(K/2)], each word holding the two
-  int16 values (xq[m, 2kp] - zp, xq[m, 2kp+1] - zp). Subtracting the zero point here keeps
-  every value in [-255, 255] and makes the result exact with no column-sum correction;
-- the micro-kernel keeps an MR x (NV*8) int32 tile in registers over the whole K loop:
-  per k pair, NV sign-extending loads of weights (vpmovsxbw), MR broadcasts of activation
-  words and MR*NV vpmaddwd + vpaddd; the f32 epilogue applies x_scale*w_scale[n] and bias.
+Why one kernel: on the small layers of real models the separate quantize, activation-pack and
+im2col kernels each cost as much as the integer GEMM saves (they made digits_cnn 2.3x slower
+than fp32). Here each parallel task owns `mr` rows and a group of column panels, and fills a
+local int16 tile of its rows once — quantizing float activations (x / scale, round half even,
++ zero point, clip) and, for conv, gathering the im2col window on the fly — then runs the GEMM
+from it. Values are stored zero-point-centred (in [-255, 255]), so the sums are exact with no
+column-sum correction, and im2col padding is a real 0.
 
-A VNNI target (avx512vnni) would use vpdpbusd on a [N/16, K/4, 16, 4] layout; that variant is
-not written yet, and such targets run this AVX2 kernel (still correct, AVX-512 CPUs have AVX2).
-Targets without AVX2 take the portable path in lowering/quant.py (Relax integer matmul).
+Layouts: weights are packed once at compile time (a TE stage FoldConstant evaluates) to
+i8 [Np/8, ceil(K/2), 16], lane 2*j + t holding w[8*nb + j, 2*kp + t]. The micro-kernel keeps an
+mr x (nv*8) int32 tile in registers over the whole K loop: per k pair, nv sign-extending weight
+loads, mr broadcasts of an int16 pair, mr*nv vpmaddwd + vpaddd; the f32 epilogue applies
+x_scale*w_scale[n], bias and an optional relu.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import tvm
 from tvm import te, tirx
 from tvm.script import tirx as T
 
-__all__ = ["MR", "NV", "avx2_int8_gemm", "has_avx2", "pack_activations", "pack_weights",
-           "pack_weights_te", "padded_n"]
+__all__ = ["MR", "NV", "Source", "has_feature", "int8_gemm", "pack_weights", "pack_weights_te",
+           "padded_n"]
 
 MR, NV = 4, 2  # register tile: 4 rows x 16 columns = 8 ymm accumulators (+2 weight, 1 bcast)
+PANEL_BYTES = 48 * 1024  # weight bytes one task streams per row tile (stays in L1/L2)
 
 
-def has_avx2(target: tvm.target.Target | None) -> bool:
-    """Whether `target` (or, when None, the host) can run the vpmaddwd kernel."""
+@dataclass(frozen=True)
+class Source:
+    """Where the activation tile comes from.
+
+    dtype: "float32" (quantized in the kernel with x_scale/x_zp), "int8" or "uint8";
+    conv: None for a [M, K] matrix, else (C, H, W, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw) and
+    the input is NCHW (im2col gathered in the kernel, M = batch * oh * ow).
+    """
+
+    dtype: str = "float32"
+    conv: tuple[int, ...] | None = None
+    lo: int = -128  # clip range of the quantized type
+    hi: int = 127
+
+
+def has_feature(target: tvm.target.Target | None, feature: str) -> bool:
+    """Whether `target` (or, when None, the host) has the CPU `feature` (e.g. avx2)."""
     if target is None:
         from ..targets import host_features
 
-        return host_features().has("avx2")
+        return host_features().has(feature)
     if target.kind.name != "llvm":
         return False
     try:
         from tvm.target.codegen import llvm_get_cpu_features
 
-        return "avx2" in {str(f) for f in llvm_get_cpu_features(target)}
+        return feature in {str(f) for f in llvm_get_cpu_features(target)}
     except Exception:  # noqa: BLE001 - a target LLVM cannot describe gets the portable path
         return False
 
@@ -77,55 +96,126 @@ def pack_weights_te(w: te.Tensor, nv: int = NV) -> te.Tensor:
     return te.compute((padded_n(n, nv) // 8, k2, 16), val, name="qgemm_pack_w")
 
 
-def pack_activations(xq: te.Tensor, zp: te.Tensor) -> te.Tensor:
-    """TE: [M, K] int8/uint8 and an i32 zero point -> [M, ceil(K/2)] i32 of int16 pairs."""
-    m, k = xq.shape
-    k2 = (int(k) + 1) // 2
-
-    def half(i, kk):
-        v = xq[i, tirx.min(kk, k - 1)].astype("int32") - zp()
-        return tirx.if_then_else(kk < k, v, tirx.const(0, "int32"))
-
-    return te.compute((m, k2), lambda i, kp: tirx.bitwise_and(half(i, 2 * kp), 0xFFFF)
-                      | tirx.shift_left(half(i, 2 * kp + 1), 16), name="qgemm_pack_a")
+def panels_per_task(n: int, k: int, nv: int = NV) -> int:
+    """Column panels a task handles: all of them when the weight is small (one activation
+    tile fill per row tile), else as many as fit PANEL_BYTES (the fill repeats per group)."""
+    panels = padded_n(n, nv) // (8 * nv)
+    per = max(1, PANEL_BYTES // (8 * nv * (k + 1)))
+    return min(panels, per)
 
 
-def avx2_int8_gemm(n: int, k: int, mr: int = MR, nv: int = NV) -> tirx.PrimFunc:
-    """C[M, n] f32 = f32(A . W) * scale + bias for packed A/W; M is symbolic (any batch)."""
+def int8_gemm(n: int, k: int, src: Source, relu: bool = False, mr: int = MR,
+              nv: int = NV) -> tirx.PrimFunc:
+    """PrimFunc (X, x_scale f32[1], x_zp i32[1], Wp, S f32[Np], B f32[Np]) -> C f32[M, n].
+
+    X is [M, k] (any batch M) or, for conv, NCHW with a symbolic batch; C is then NCHW too
+    (the epilogue scatters each row's outputs to their (n, o, oy, ox) places: no transpose).
+    """
     k2 = (k + 1) // 2
     npad = padded_n(n, nv)
-    nb, nj, w8 = npad // 8, npad // (8 * nv), nv * 8
+    w8 = nv * 8
+    gp = panels_per_task(n, k, nv)
+    groups = -(-(npad // w8) // gp)
+    is_f32 = src.dtype == "float32"
+    lo, hi = float(src.lo), float(src.hi)
+    conv = src.conv is not None
+    if conv:
+        cin, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw = src.conv  # type: ignore[misc]
+        assert cin * kh * kw == k
+
+    def centred(v, s, z):
+        """x (f32 or i8/u8) -> the zero-point-centred int16 value."""
+        if is_f32:
+            q = T.max(T.min(T.nearbyint(v / s) + T.Cast("float32", z), hi), lo)
+            return T.Cast("int16", T.Cast("int32", q) - z)
+        return T.Cast("int16", T.Cast("int32", v) - z)
+
+    def epilogue(a, sv, bv, lanes=1):
+        """f32(acc) * out_scale + bias, then relu when fused."""
+        y = (T.Cast("float32", a) if lanes == 1 else a) * sv + bv
+        if relu:
+            return T.max(y, T.float32(0) if lanes == 1 else T.broadcast(T.float32(0), lanes))
+        return y
 
     @T.prim_func(private=True)
-    def qgemm(a: T.handle, w: T.handle, sc: T.handle, bi: T.handle, c: T.handle):
+    def qgemm(x: T.handle, qs: T.handle, qz: T.handle, wp: T.handle, sc: T.handle,
+              bi: T.handle, c: T.handle):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        M = T.int64()
-        A = T.match_buffer(a, (M, k2), "int32")
-        W = T.match_buffer(w, (nb, k2, 16), "int8")
+        NB = T.int64()
+        QS = T.match_buffer(qs, (1,), "float32")
+        QZ = T.match_buffer(qz, (1,), "int32")
+        W = T.match_buffer(wp, (npad // 8, k2, 16), "int8")
         S = T.match_buffer(sc, (npad,), "float32")
         B = T.match_buffer(bi, (npad,), "float32")
-        C = T.match_buffer(c, (M, n), "float32")
-        # column panels outer, row tiles inner: consecutive tasks share one weight panel
-        for t in T.parallel((M + mr - 1) // mr * nj):
+        if conv:
+            X = T.match_buffer(x, (NB, cin, h, w), src.dtype)
+            M = T.meta_var(NB * (oh * ow))
+        else:
+            X = T.match_buffer(x, (NB, k), src.dtype)
+            M = T.meta_var(NB)
+        if conv:
+            C = T.match_buffer(c, (NB, n, oh, ow), "float32")
+        else:
+            C = T.match_buffer(c, (NB, n), "float32")
+        rtiles = T.meta_var((M + mr - 1) // mr)
+        for t in T.parallel(rtiles * groups):
+            a16 = T.alloc_buffer((mr, 2 * k2), "int16", scope="local")
             acc = T.alloc_buffer((mr, w8), "int32", scope="local")
-            row0 = t % ((M + mr - 1) // mr) * mr
-            col0 = t // ((M + mr - 1) // mr) * w8
-            for r in T.unroll(mr):
-                for v in T.unroll(nv):
-                    acc[r, T.ramp(v * 8, 1, 8)] = T.broadcast(T.int32(0), 8)
-            for kp in range(k2):
-                for v in T.unroll(nv):
+            row0 = T.meta_var(t % rtiles * mr)
+            grp = T.meta_var(t // rtiles)
+            s = T.meta_var(QS[0])
+            z = T.meta_var(QZ[0])
+            for r in range(mr):
+                row = T.meta_var(T.min(row0 + r, M - 1))
+                if conv:
+                    ni = T.meta_var(row // (oh * ow))
+                    oy = T.meta_var(row % (oh * ow) // ow)
+                    ox = T.meta_var(row % ow)
+                    for ci, ky, kx in T.grid(cin, kh, kw):
+                        iy = T.meta_var(oy * sh - ph + ky * dh)
+                        ix = T.meta_var(ox * sw - pw + kx * dw)
+                        a16[r, (ci * kh + ky) * kw + kx] = T.if_then_else(
+                            0 <= iy and iy < h and 0 <= ix and ix < w,
+                            centred(X[ni, ci, T.max(T.min(iy, h - 1), 0),
+                                      T.max(T.min(ix, w - 1), 0)], s, z), T.int16(0))
+                else:
+                    for kk in range(k):
+                        a16[r, kk] = centred(X[row, kk], s, z)
+                if k % 2 == 1:
+                    a16[r, k] = T.int16(0)
+            for p in range(gp):
+                col0 = T.meta_var((grp * gp + p) * w8)
+                if col0 < npad:
                     for r in T.unroll(mr):
-                        acc[r, T.ramp(v * 8, 1, 8)] = acc[r, T.ramp(v * 8, 1, 8)] + \
-                            T.call_llvm_pure_intrin(
-                                "int32x8", "llvm.x86.avx2.pmadd.wd",
-                                T.reinterpret("int16x16", T.broadcast(
-                                    A[T.min(row0 + r, M - 1), kp], 8)),
-                                T.Cast("int16x16", W[col0 // 8 + v, kp, T.ramp(0, 1, 16)]))
-            for r in T.unroll(mr):
-                for j in range(w8):
-                    if row0 + r < M and col0 + j < n:
-                        C[row0 + r, col0 + j] = T.Cast("float32", acc[r, j]) * S[col0 + j] \
-                            + B[col0 + j]
+                        for v in T.unroll(nv):
+                            acc[r, T.ramp(v * 8, 1, 8)] = T.broadcast(T.int32(0), 8)
+                    for kp in range(k2):
+                        for v in T.unroll(nv):
+                            for r in T.unroll(mr):
+                                acc[r, T.ramp(v * 8, 1, 8)] = acc[r, T.ramp(v * 8, 1, 8)] + \
+                                    T.call_llvm_pure_intrin(
+                                        "int32x8", "llvm.x86.avx2.pmadd.wd",
+                                        T.reinterpret("int16x16", T.broadcast(T.reinterpret(
+                                            "int32", a16[r, T.ramp(2 * kp, 1, 2)]), 8)),
+                                        T.Cast("int16x16", W[col0 // 8 + v, kp, T.ramp(0, 1, 16)]))
+                    for r in T.unroll(mr):
+                        if row0 + r < M:
+                            if conv:
+                                for j in range(w8):
+                                    if col0 + j < n:
+                                        C[(row0 + r) // (oh * ow), col0 + j,
+                                          (row0 + r) % (oh * ow) // ow, (row0 + r) % ow] = \
+                                            epilogue(acc[r, j], S[col0 + j], B[col0 + j])
+                            elif col0 + w8 <= n:
+                                for v in T.unroll(nv):
+                                    C[row0 + r, T.ramp(col0 + v * 8, 1, 8)] = epilogue(
+                                        T.Cast("float32x8", acc[r, T.ramp(v * 8, 1, 8)]),
+                                        S[T.ramp(col0 + v * 8, 1, 8)],
+                                        B[T.ramp(col0 + v * 8, 1, 8)], 8)
+                            else:
+                                for j in range(w8):
+                                    if col0 + j < n:
+                                        C[row0 + r, col0 + j] = epilogue(
+                                            acc[r, j], S[col0 + j], B[col0 + j])
 
     return qgemm

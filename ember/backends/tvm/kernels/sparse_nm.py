@@ -43,7 +43,8 @@ def nm_linear_func(batch: Any, k: int, rows: int, n: int, m: int, dtype: str = "
     else:
         out = te.compute((batch, rows), lambda b, r: acc[r, b], name="out")
         args = [x, values, indices, out]
-    func = te.create_prim_func(args).without_attr("global_symbol")  # add_func names it
+    # add_func names it; opaque: FuseOps must not merge it (its buffers are laid out by hand)
+    func = te.create_prim_func(args).without_attr("global_symbol").with_attr("op_pattern", 8)
     try:
         func = _schedule(func, tile, isinstance(batch, int) and batch % tile == 0)
     except Exception:  # noqa: BLE001 - an unscheduled kernel is slow, never wrong

@@ -30,7 +30,10 @@ _TVM_DTYPE = {
     DType.f64: "float64", DType.f32: "float32", DType.f16: "float16", DType.bf16: "bfloat16",
     DType.i64: "int64", DType.i32: "int32", DType.i16: "int16", DType.i8: "int8",
     DType.u8: "uint8", DType.i4: "int8", DType.u4: "uint8", DType.u32: "uint32",
-    DType.bool: "bool",
+    DType.bool: "bool", DType.u16: "uint16", DType.u64: "uint64", DType.i2: "int8",
+    DType.u2: "uint8", DType.f8e4m3fn: "float8_e4m3fn", DType.f8e4m3fnuz: "float8_e4m3fnuz",
+    DType.f8e5m2: "float8_e5m2", DType.f8e5m2fnuz: "float8_e5m2fnuz",
+    DType.f8e8m0: "float8_e8m0fnu", DType.f4e2m1: "float4_e2m1fn",
 }
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from tvm import relax, te, tirx
 
 from ....errors import LoweringError
-from . import LowerContext, lowers, static_shape, tvm_dtype
+from . import UNSUPPORTED, LowerContext, lowers, static_shape, tvm_dtype
 
 R = relax.op
 
@@ -169,3 +169,10 @@ def _(cx, op, a, b, h0, chunk):
     out = cx.emit(relax.call_tir(gv, [a2, b2, h2],
                                  relax.TensorType([steps, lanes], tvm_dtype(bt.dtype))))
     return cx.emit(R.reshape(out, list(shape)))
+
+
+UNSUPPORTED["ctrl.newton_scan"] = (
+    "the DEER Newton loop (data-dependent iteration count, convergence test, sequential "
+    "fallback) has no TVM lowering yet; it runs in the reference interpreter and the torch "
+    "backend. For a TVM build, leave the loop as ctrl.scan (skip parallel_newton, or let its "
+    "cost model pick sequential), which lowers to the sequential TIR loop")

@@ -53,7 +53,10 @@ def _(cx, op, x, scale, zero_point, axis=None, dtype=None):
             tirx.nearbyint(xv(*i) / sv(*i)) + zv(*i).astype("float32"), float(hi)),
             float(lo)).astype(tdt), name="quantize")
 
-    return cx.emit_te(q, x, s, z, primfunc_name_hint="quantize")
+    out = cx.emit_te(q, x, s, z, primfunc_name_hint="quantize")
+    if axis is None:
+        _fusable(cx)[id(out)] = (out, x, scale, zero_point, tdt)
+    return out
 
 
 @lowers("quant.dequantize")
@@ -65,23 +68,53 @@ def _(cx, op, q, scale, zero_point, axis=None):
 
 
 # ---- int8 --------------------------------------------------------------------------------------
+# A per-tensor `quant.quantize` whose result feeds an int8 GEMM is not run as its own kernel: its
+# lowering records (float x, scale, zero point, range) under the Relax var it returns, the GEMM
+# lowering quantizes inside its kernel from the float x, and Relax DCE drops the unused call.
 
-def _int8_gemm(cx, a_fn, a_args, k: int, w2, out_scale, bias, m_shape, n: int):
-    """Emit the int8 GEMM: `a_fn(*a_args)` (TE) gives the [M, K] quantized activations and the
-    zero point; w2 is the [N, K] i8 weight, out_scale [N] and bias [N] (or None) Relax values.
-    Returns [M, N] f32 = int32 sums * out_scale + bias. Packing a constant weight is a TE stage
-    on a constant, which FoldConstant evaluates once at build time."""
-    if QG.has_avx2(_target()):
-        wp = cx.emit_te(QG.pack_weights_te, w2, primfunc_name_hint="qgemm_pack_w")
-        sc = cx.emit_te(_pad_vec, out_scale, QG.padded_n(n), primfunc_name_hint="qgemm_pad")
-        b = cx.emit_te(_pad_vec, bias, QG.padded_n(n), primfunc_name_hint="qgemm_pad") \
-            if bias is not None else cx.const(np.zeros(QG.padded_n(n), np.float32), "float32")
-        a = cx.emit_te(lambda *t: QG.pack_activations(*a_fn(*t)), *a_args,
-                       primfunc_name_hint="qgemm_pack_a")
-        gv = cx.bb.add_func(QG.avx2_int8_gemm(n, k), "qgemm_int8_avx2")
-        return relax.call_tir(gv, [a, wp, sc, b], relax.TensorType(m_shape + [n], "float32"))
-    # portable path: Relax int32 matmul (correct everywhere, not fast)
-    centred = cx.emit_te(lambda *t: _centred(*a_fn(*t)), *a_args, primfunc_name_hint="q_centre")
+def _fusable(cx):
+    if not hasattr(cx, "_ember_quantize"):
+        cx._ember_quantize = {}
+    return cx._ember_quantize
+
+
+def _int8_source(cx, xq, x_zp, flat_k: int | None):
+    """(activation arg, x_scale[1], x_zp[1], dtype, (lo, hi)) for the fused kernel; the float
+    input of the quantize that produced `xq` when there is one (flattened to [M, K] for GEMMs)."""
+    rec = _fusable(cx).get(id(xq))
+    if rec is not None and rec[0].same_as(xq):
+        _, x, s, z, tdt = rec
+        s, z, dt, rng = cx.emit(R.reshape(s, (1,))), cx.emit(R.reshape(z, (1,))), "float32", \
+            _QRANGE[tdt]
+    else:
+        x, s, z = xq, cx.const(np.ones(1, np.float32), "float32"), cx.emit(R.reshape(x_zp, (1,)))
+        dt = str(xq.ty.dtype)
+        rng = _QRANGE[dt]
+    if flat_k is not None:
+        x = cx.emit(_flat(x, flat_k))
+    return x, s, z, dt, rng
+
+
+def _epilogue_consts(cx, w2, out_scale, bias, n: int):
+    wp = cx.emit_te(QG.pack_weights_te, w2, primfunc_name_hint="qgemm_pack_w")
+    sc = cx.emit_te(_pad_vec, out_scale, QG.padded_n(n), primfunc_name_hint="qgemm_pad")
+    b = cx.emit_te(_pad_vec, bias, QG.padded_n(n), primfunc_name_hint="qgemm_pad") \
+        if bias is not None else cx.const(np.zeros(QG.padded_n(n), np.float32), "float32")
+    return wp, sc, b
+
+
+def _fused_gemm(cx, op, xq, x_zp, w2, out_scale, bias, n: int, k: int, conv=None, relu=False):
+    """The one-kernel int8 GEMM (quantize + im2col + pack + GEMM + epilogue) on AVX2."""
+    x, s, z, dt, (lo, hi) = _int8_source(cx, xq, x_zp, None if conv else k)
+    src = QG.Source(dt, conv, lo, hi)
+    wp, sc, b = _epilogue_consts(cx, w2, out_scale, bias, n)
+    gv = cx.bb.add_func(QG.int8_gemm(n, k, src, relu=relu), "qgemm_int8_avx2")
+    return relax.call_tir(gv, [x, s, z, wp, sc, b], cx.tensor_type(op.results[0].type)
+                          if conv else relax.TensorType([x.ty.shape[0], n], "float32"))
+
+
+def _portable_gemm(cx, centred, w2, out_scale, bias):
+    """Targets without AVX2: Relax int32 matmul (correct everywhere, not fast)."""
     acc = cx.emit(R.matmul(centred, R.permute_dims(R.astype(w2, "int32"), [1, 0])))
     y = R.multiply(R.astype(acc, "float32"), out_scale)
     return y if bias is None else R.add(cx.emit(y), bias)
@@ -97,13 +130,26 @@ def _centred(xq, zp):
     return te.compute(xq.shape, lambda *i: xq(*i).astype("int32") - zp(), name="q_centre")
 
 
+def _avx2() -> bool:
+    return QG.has_feature(_target(), "avx2")
+
+
+def _relu(op) -> bool:
+    return op.attrs.get("activation", "none") == "relu"
+
+
 @lowers("quant.linear_int8")
-def _(cx, op, xq, wq, x_scale, x_zp, w_scale, bias):
+def _(cx, op, xq, wq, x_scale, x_zp, w_scale, bias, activation="none"):
     n, k = static_shape(op.inputs[1].type, "quant.linear_int8 weight")
     out_scale = cx.emit(R.multiply(x_scale, w_scale))
+    if _avx2():
+        y = cx.emit(_fused_gemm(cx, op, xq, x_zp, wq, out_scale, bias, n, k, relu=_relu(op)))
+        return R.reshape(y, cx.shape(op.results[0].type))
     x2 = cx.emit(_flat(xq, k))
-    y = cx.emit(_int8_gemm(cx, lambda x, z: (x, z), [x2, x_zp], k, wq, out_scale, bias,
-                           [x2.ty.shape[0]], n))
+    centred = cx.emit_te(_centred, x2, x_zp, primfunc_name_hint="q_centre")
+    y = cx.emit(_portable_gemm(cx, centred, wq, out_scale, bias))
+    if _relu(op):
+        y = cx.emit(R.nn.relu(y))
     return R.reshape(y, cx.shape(op.results[0].type))
 
 
@@ -116,13 +162,15 @@ def _(cx, op, x, wq, w_scale, bias):
                         R.divide(amax, cx.const(127.0, "float32")), cx.const(1.0, "float32")))
 
     def quant(xv, sv):
-        from tvm import topi
-
-        q = te.compute(xv.shape, lambda i, j: tirx.max(tirx.min(
+        return te.compute(xv.shape, lambda i, j: tirx.max(tirx.min(
             tirx.nearbyint(xv[i, j] / sv[i, 0]), 127.0), -127.0).astype("int8"), name="dynq")
-        return q, te.compute((), lambda: tirx.const(0, "int32"), name="zp0")
 
-    y = cx.emit(_int8_gemm(cx, quant, [x2, s], k, wq, w_scale, None, [x2.ty.shape[0]], n))
+    xq = cx.emit_te(quant, x2, s, primfunc_name_hint="dynq")
+    zero = cx.const(np.zeros((), np.int32), "int32")
+    if _avx2():
+        y = cx.emit(_fused_gemm(cx, op, xq, zero, wq, w_scale, None, n, k))
+    else:
+        y = cx.emit(_portable_gemm(cx, cx.emit(R.astype(xq, "int32")), wq, w_scale, None))
     y = R.multiply(y, s)
     if bias is not None:
         y = R.add(cx.emit(y), bias)
@@ -131,7 +179,7 @@ def _(cx, op, x, wq, w_scale, bias):
 
 @lowers("quant.conv2d_int8")
 def _(cx, op, xq, wq, x_scale, x_zp, w_scale, bias, stride=(1, 1), padding=(0, 0),
-      dilation=(1, 1)):
+      dilation=(1, 1), activation="none"):
     xt = op.inputs[0].type
     nb = cx.dim(xt.shape[0])  # the batch may be symbolic
     c, h, w = static_shape(xt.with_shape(xt.shape[1:]), "quant.conv2d_int8 input (C, H, W)")
@@ -141,6 +189,10 @@ def _(cx, op, xq, wq, x_scale, x_zp, w_scale, bias, stride=(1, 1), padding=(0, 0
     out_scale = cx.emit(R.multiply(x_scale, w_scale))
     kk = c * kh * kw
     w2 = cx.emit(R.reshape(wq, (o, kk)))
+    if _avx2():
+        geo = (c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw)
+        return _fused_gemm(cx, op, xq, x_zp, w2, out_scale, bias, o, kk, conv=geo,
+                           relu=_relu(op))
 
     def im2col(x, zp):
         def val(row, col):
@@ -151,12 +203,14 @@ def _(cx, op, xq, wq, x_scale, x_zp, w_scale, bias, stride=(1, 1), padding=(0, 0
             ix = ox * sw - pw + (r2 % kw) * dw
             inside = tirx.all(iy >= 0, iy < h, ix >= 0, ix < w)
             v = x[ni, ci, tirx.max(tirx.min(iy, h - 1), 0), tirx.max(tirx.min(ix, w - 1), 0)]
-            return tirx.if_then_else(inside, v, zp().astype(x.dtype))  # padding is real 0
+            return tirx.if_then_else(inside, v.astype("int32") - zp(), 0)  # padding is real 0
 
-        return te.compute((x.shape[0] * oh * ow, kk), val, name="im2col"), zp
+        return te.compute((x.shape[0] * oh * ow, kk), val, name="im2col")
 
-    y = cx.emit(_int8_gemm(cx, im2col, [xq, x_zp], kk, w2, out_scale, bias,
-                           [nb * oh * ow], o))
+    cols = cx.emit_te(im2col, xq, x_zp, primfunc_name_hint="im2col")
+    y = cx.emit(_portable_gemm(cx, cols, w2, out_scale, bias))
+    if _relu(op):
+        y = cx.emit(R.nn.relu(y))
     y = cx.emit(R.reshape(y, (nb, oh, ow, o)))
     return R.permute_dims(y, [0, 3, 1, 2])
 

@@ -16,12 +16,14 @@ from .common import CpuParams, cpu_params, log
 from .conv2d import Conv2d
 from .elementwise import Elementwise
 from .matmul import Matmul
+from .packed import PackedMatmul, prepack_weights
 from .reduction import GenericReduction, RowReduction
 
 # Conv2d first: a stride-1 conv also passes the GEMM trait test (y + ry is one index).
-RULES = (Conv2d(), Matmul(), RowReduction(), GenericReduction(), Elementwise())
+RULES = (PackedMatmul(), Conv2d(), Matmul(), RowReduction(), GenericReduction(), Elementwise())
 
-__all__ = ["RULES", "CpuParams", "apply_cpu_schedules", "cpu_params", "schedule_func"]
+__all__ = ["RULES", "CpuParams", "apply_cpu_schedules", "cpu_params", "prepack_weights",
+           "schedule_func"]
 
 
 def _is_scheduled(func: tirx.PrimFunc) -> bool:
