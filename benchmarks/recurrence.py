@@ -3,6 +3,12 @@ ember parallel_scan (ctrl.linear_scan, chunked kernel) vs ember's sequential ctr
 the torch eager Python loop of `ember.zoo.seq_linear_rnn.make_seq_linear_rnn(T, d)`.
 
     python benchmarks/recurrence.py [--T 4096 16384 65536] [--d 64 1024] [--json out.json]
+    python benchmarks/recurrence.py --newton [--T 8 256 1024]   # parallel_newton (DEER)
+
+--newton: digits_gru (T=8, the zoo model) and random GRUs of the same cell (B=4, H=32) at
+longer T, after recognize_rnn: iterations to converge and max error vs the sequential loop,
+time of ctrl.newton_scan vs the sequential ctrl.scan in the numpy interpreter and in the torch
+backend (the Newton op has no TVM lowering), plus ember's compiled sequential TIR loop.
 
 The ember graph is the form `reroll` produces for that module (a ctrl.scan whose body is
 h' = a*h + u_t, scanned over u's time dim), built directly: torch.export of a 65536-step Python
@@ -60,6 +66,55 @@ def _vm(g: Graph):
     return relax.VirtualMachine(build(lower(g), "cpu"), tvm.cpu())
 
 
+def _gru_graph(T: int):
+    """digits_gru's GRU cell (trained weights) over T steps of random rows, recognized."""
+    z = ember.zoo.load("digits_gru")
+    x = np.random.default_rng(T).uniform(0, 1, (4, T, 8)).astype(np.float32)
+    g = ember.trace(z.module, (torch.from_numpy(x),))
+    return ember.Pipeline.parse("recognize_rnn,dce").run(g), x
+
+
+def newton_main(steps: list[int], runs: int) -> list[dict]:
+    import tvm
+
+    from ember.backends.torch import GraphModule
+
+    rows = []
+    for T in steps:
+        seq, x = _gru_graph(T)
+        want = ember.interpret(seq, x)
+        row: dict = {"T": T}
+        for jac in ("full", "diag"):
+            g = ember.Pipeline.parse(f"parallel_newton{{force=true,jacobian={jac},tol=1e-6,"
+                                     f"max_iters={T}}}").run(seq.clone())
+            gi = g.clone()
+            op = next(o for o in gi.ops if o.kind == "ctrl.newton_scan")
+            gi.set_outputs(*gi.outputs, op.results[-1])
+            got, iters = ember.interpret(gi, x)
+            tm = GraphModule(g)
+            xt = torch.from_numpy(x)
+            with torch.no_grad():
+                row[f"{jac}_iters"] = int(iters)
+                row[f"{jac}_err"] = float(np.abs(got - want).max())
+                row[f"{jac}_numpy_s"] = _time(lambda: ember.interpret(g, x), runs)
+                row[f"{jac}_torch_s"] = _time(lambda: tm(xt), runs)
+        ts = GraphModule(seq)
+        with torch.no_grad():
+            row["seq_torch_s"] = _time(lambda: ts(torch.from_numpy(x)), runs)
+        row["seq_numpy_s"] = _time(lambda: ember.interpret(seq, x), runs)
+        vm = _vm(seq)
+        xn = tvm.runtime.tensor(x)
+        row["seq_tvm_s"] = _time(lambda: vm["main"](xn), runs * 4)
+        rows.append(row)
+        print(f"T={T:5d} iters full {row['full_iters']:3d} diag {row['diag_iters']:3d}  err "
+              f"{row['full_err']:.1e}/{row['diag_err']:.1e}  numpy: seq "
+              f"{row['seq_numpy_s']*1e3:8.2f} ms  newton full {row['full_numpy_s']*1e3:8.2f}"
+              f" diag {row['diag_numpy_s']*1e3:8.2f}  torch: seq {row['seq_torch_s']*1e3:8.2f} "
+              f"full {row['full_torch_s']*1e3:8.2f} diag {row['diag_torch_s']*1e3:8.2f}  "
+              f"tvm seq {row['seq_tvm_s']*1e3:7.3f} ms", flush=True)
+    return rows
+
+
 def main() -> None:
     import tvm
 
@@ -68,7 +123,15 @@ def main() -> None:
     ap.add_argument("--d", type=int, nargs="+", default=[64, 1024])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--newton", action="store_true")
     args = ap.parse_args()
+    if args.newton:
+        rows = newton_main(args.T if args.T != [4096, 16384, 65536] else [8, 256, 1024],
+                           args.runs)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"rows": rows, "note": "taken under shared-machine load"}, f, indent=1)
+        return
     from ember.zoo.seq_linear_rnn import make_seq_linear_rnn
 
     rows = []

@@ -2,7 +2,8 @@
 # Prepare an aarch64 Linux sysroot in which qemu-aarch64 runs ember's runtime on aarch64 artifacts:
 #   Debian bookworm arm64 packages (python3.11, libc6, libstdc++6, libgomp1, ...) via apt-get download
 #   (a private apt state dir: the host's dpkg architectures are not touched), unpacked with dpkg -x;
-#   + the PyPI aarch64 wheels of apache-tvm / apache-tvm-ffi / numpy / ml-dtypes / typing-extensions (same versions as the host venv),
+#   + the PyPI aarch64 wheels of apache-tvm / apache-tvm-ffi / numpy / ml-dtypes /
+#   typing-extensions (+ cloudpickle, psutil for `python -m tvm.exec.rpc_server`) (same versions as the host venv),
 #   unpacked into <sysroot>/opt/ember/site-packages.
 # Then:  qemu-aarch64 -L <sysroot> <sysroot>/usr/bin/python3.11 ...  with
 #        PYTHONPATH=<sysroot>/opt/ember/site-packages:<dir holding ember's runtime files>
@@ -45,7 +46,8 @@ for deb in "$work"/debs/*.deb; do dpkg -x "$deb" "$sysroot"; done
 pins=$("$python" - <<'EOF'
 import importlib.metadata as m
 pins = {"apache-tvm": "0.27.0.post1", "apache-tvm-ffi": "0.1.14.post1", "numpy": None,
-        "ml-dtypes": None, "typing-extensions": None}
+        "ml-dtypes": None, "typing-extensions": None,
+        "cloudpickle": None, "psutil": None}  # the last two: tvm.exec.rpc_server's workers
 out = []
 for name, default in pins.items():
     try:
@@ -59,6 +61,7 @@ echo "edge-sysroot: downloading aarch64 wheels: $pins"
 # shellcheck disable=SC2086
 "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
   --implementation cp --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 \
+  --platform manylinux_2_17_aarch64 --abi cp311 --abi abi3 --abi none \
   -d "$work/wheels" $pins
 site=$sysroot/opt/ember/site-packages
 mkdir -p "$site"

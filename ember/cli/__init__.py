@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="symbolic dims for --random (default 1)")
     p.add_argument("--output", help="save outputs to this .npz file")
     p.add_argument("--bench", action="store_true", help="also time 100 calls")
+    p.add_argument("--remote", metavar="HOST:PORT",
+                   help="run (and --bench: time) on a TVM RPC server, e.g. an aarch64 board "
+                   "running `python -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090`")
 
     p = sub.add_parser("inspect", help="show an artifact's manifest, pass report and IR",
                        description="Show a .ember artifact's manifest, pass report and final IR.")

@@ -144,7 +144,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from ..runtime import load
 
-    model = load(args.artifact)
+    if getattr(args, "remote", None):  # the artifact runs on the RPC server, not here
+        from ..backends.tvm.remote import connect_remote
+
+        model = connect_remote(args.artifact, args.remote)
+    else:
+        model = load(args.artifact)
     inputs = model.random_inputs(args.batch) if args.random else \
         read_inputs(args.input, model.input_names)
     outputs = model(*inputs)
@@ -166,7 +171,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.bench:
         stats = model.benchmark(inputs, warmup=10, repeat=100)
         console.print(f"latency: median {stats['median_ms']:.3f} ms, p90 "
-                      f"{stats['p90_ms']:.3f} ms, mean {stats['mean_ms']:.3f} ms (100 calls)")
+                      f"{stats['p90_ms']:.3f} ms, mean {stats['mean_ms']:.3f} ms (100 calls"
+                      f"{', timed on ' + args.remote if getattr(args, 'remote', None) else ''})")
     return 0
 
 

@@ -14,6 +14,8 @@ UNSUPPORTED["ctrl.linear_scan"] = ("ONNX has no linear-scan op; export the graph
                                    "parallel_scan (the ctrl.scan form) or use the TVM backend")
 UNSUPPORTED["ctrl.scan"] = ("ONNX Scan export of ember bodies is not written yet; "
                             "run the recurrence passes or export the unrolled graph")
+UNSUPPORTED["ctrl.newton_scan"] = ("ONNX has no fixed-point (Newton/DEER) scan op; export the "
+                                   "graph before the pass that introduces it")
 
 
 def _weight(em: Emitter, v: Value) -> np.ndarray:

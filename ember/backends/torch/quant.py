@@ -43,11 +43,15 @@ def _out_scale(x_scale, w_scale):
     return x_scale.float() * w_scale.float()
 
 
+def _activate(y: torch.Tensor, activation: str) -> torch.Tensor:
+    return torch.relu(y) if activation == "relu" else y
+
+
 @torch_op("quant.linear_int8")
-def _(xq, wq, x_scale, x_zp, w_scale, bias):
+def _(xq, wq, x_scale, x_zp, w_scale, bias, activation):
     acc = torch.matmul(xq.to(torch.int64) - x_zp.to(torch.int64), wq.to(torch.int64).T)
     out = acc.float() * _out_scale(x_scale, w_scale)
-    return out + bias.float() if bias is not None else out
+    return _activate(out + bias.float() if bias is not None else out, activation)
 
 
 @torch_op("quant.linear_int8_dynamic")
@@ -60,11 +64,11 @@ def _(x, wq, w_scale, bias):
 
 
 @torch_op("quant.conv2d_int8")
-def _(xq, wq, x_scale, x_zp, w_scale, bias, stride, padding, dilation):
+def _(xq, wq, x_scale, x_zp, w_scale, bias, stride, padding, dilation, activation):
     xs = xq.to(torch.float64) - x_zp.to(torch.float64)  # exact integers in float64
     acc = torch.nn.functional.conv2d(xs, wq.to(torch.float64), None, stride, padding, dilation)
     out = torch.round(acc).float() * _out_scale(x_scale, w_scale)[:, None, None]
-    return out + bias.float()[:, None, None] if bias is not None else out
+    return _activate(out + bias.float()[:, None, None] if bias is not None else out, activation)
 
 
 def _unpack_int4(packed: torch.Tensor, k: int) -> torch.Tensor:

@@ -19,7 +19,9 @@ Imports only the TVM runtime and ember.runtime: usable from a deploy host withou
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,24 @@ from ...runtime.artifact import LIBRARY, read_artifact
 from ...runtime.module import CompiledModel, import_tvm
 
 _CPU_KINDS = ("llvm", "c")
+
+
+RUNTIME_FILES = ("ember/__init__.py", "ember/errors.py", "ember/runtime/__init__.py",
+                 "ember/runtime/artifact.py", "ember/runtime/compat.py", "ember/runtime/module.py",
+                 "ember/backends/__init__.py", "ember/backends/tvm/__init__.py",
+                 "ember/backends/tvm/targets.py")
+"""The ember files a device needs to `ember.load` and call an artifact itself (besides numpy and
+the TVM runtime); tests/backends/tvm/test_edge.py runs an aarch64 artifact with only these."""
+
+
+def stage_runtime(dest: str | os.PathLike) -> Path:
+    """Copy RUNTIME_FILES under `dest` (put `dest` on the device's PYTHONPATH); returns dest."""
+    root = Path(__file__).resolve().parents[3]
+    dest = Path(dest)
+    for rel in RUNTIME_FILES:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / rel, dest / rel)
+    return dest
 
 
 def parse_address(address: str) -> tuple[str, int]:

@@ -13,6 +13,7 @@ import numpy as np
 
 from ...ir import Graph, Value
 from .context import Context, converts
+from .convert_gru import gru_scan
 from .convert_shape import flip
 
 _DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
@@ -48,14 +49,15 @@ def _rnn(cx: Context, node, inputs, attrs, kind: str):
         raise cx.fail("cell clipping (clip attribute)")
     if attrs.get("input_forget", 0):
         raise cx.fail("input_forget=1 (coupled input and forget gates)")
-    if op == "GRU" and not attrs.get("linear_before_reset", 0):
-        raise cx.fail("linear_before_reset=0: ember's ctrl.gru is torch's cell, which applies "
-                      "the reset gate after the recurrent matmul (linear_before_reset=1)")
     if get(4) is not None:
         lens = cx.static(get(4))
         steps = x.shape[1 if attrs.get("layout", 0) else 0]
         if lens is None or not np.all(lens == steps):
             raise cx.fail("sequence_lens shorter than the sequence (ragged batches)")
+    if op == "GRU" and not attrs.get("linear_before_reset", 0):
+        # ONNX's default GRU cell applies the reset gate before the recurrent matmul; ember's
+        # ctrl.gru is torch's cell (after it), so this variant becomes a ctrl.scan of the cell
+        return gru_scan(cx, x, w, r, b, get(5), hidden, direction, int(attrs.get("layout", 0)))
     if op == "LSTM" and get(7) is not None:
         raise cx.fail("peephole weights (input P)")
     layout = int(attrs.get("layout", 0))
@@ -153,3 +155,95 @@ def _(cx: Context, node, inputs, attrs):
                  num_xs=m, reverse=reverse)
     return out if isinstance(out, tuple) else (out,)
 
+
+
+# ---- Loop ---------------------------------------------------------------------------------
+_MAX_UNROLL = 64
+
+
+@converts("Loop", static=(0, 1))
+def _(cx: Context, node, inputs, attrs):
+    """Loop with a constant trip count and a constant-true condition -> ctrl.scan.
+
+    The iteration number is the scan's x (arange(M)); loop-carried values are its carries and
+    the scan outputs its ys. A body that needs the iteration number at compile time (a Slice
+    whose start is the counter) cannot be a scan body in ember, whose shape operands are
+    static; such a loop is unrolled when the trip count is at most 64.
+    """
+    from ...errors import UnsupportedOpError
+
+    trip, cond = (inputs + [None, None])[:2]
+    carried = inputs[2:]
+    count = cx.static(trip) if trip is not None else None
+    if count is None:
+        raise cx.fail("a trip count that is absent or computed at run time (ember's ctrl.scan "
+                      "needs a constant number of steps)")
+    if cond is not None:
+        known = cx.static(cond)
+        if known is None or not bool(known):
+            raise cx.fail("a loop condition that is not the constant true (while-loops with a "
+                          "data-dependent exit are not modelled)")
+    steps = int(np.asarray(count).reshape(-1)[0])
+    body = attrs["body"]
+    try:
+        return _loop_scan(cx, node, body, steps, carried)
+    except UnsupportedOpError as e:
+        if steps > _MAX_UNROLL or "compile time" not in str(e):
+            raise
+    return _loop_unrolled(cx, node, body, steps, carried)
+
+
+def _check_true(cx: Context, bcx: Context, name: str) -> None:
+    known = bcx.static(bcx.lookup(name))
+    if known is None or not bool(known):
+        raise cx.fail("a body whose condition output is not the constant true (an early exit)")
+
+
+def _loop_scan(cx: Context, node, body_proto, steps: int, carried: list):
+    from ...ir import DType, TensorType
+    from .importer import convert_nodes
+
+    body = Graph(_safe(body_proto.name or "loop_body"))
+    bcx = Context(body, cx.opsets, parent=cx)
+    names = [vi.name for vi in body_proto.input]
+    for name, v in zip(names[2:], carried):
+        bcx.bind(name, body.add_input(name, v.type))
+    bcx.bind(names[0], body.add_input(names[0], TensorType((), DType.i64)))
+    bcx.bind(names[1], bcx.const(np.asarray(True)))
+    saved = cx.node
+    convert_nodes(bcx, body_proto.node)
+    cx.node = saved
+    _check_true(cx, bcx, body_proto.output[0].name)
+    body.set_outputs(*[bcx.lookup(o.name) for o in body_proto.output[1:]])
+    invariants = [outer for outer, _ in bcx.captures]
+    xs = cx.const(np.arange(steps, dtype=np.int64))
+    out = cx.add("ctrl.scan", *carried, xs, *invariants, regions=[body],
+                 num_carry=len(carried), num_xs=1)
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _loop_unrolled(cx: Context, node, body_proto, steps: int, carried: list):
+    from .importer import convert_nodes
+
+    names = [vi.name for vi in body_proto.input]
+    n_scan = len(body_proto.output) - 1 - len(carried)
+    values, ys = list(carried), [[] for _ in range(n_scan)]
+    saved = cx.node
+    for i in range(steps):
+        ucx = Context(cx.g, cx.opsets)
+        ucx.env = dict(cx.env)
+        ucx.bind(names[0], ucx.const(np.asarray(i, dtype=np.int64)))
+        ucx.bind(names[1], ucx.const(np.asarray(True)))
+        for name, v in zip(names[2:], values):
+            ucx.env[name] = v
+        convert_nodes(ucx, body_proto.node)
+        _check_true(cx, ucx, body_proto.output[0].name)
+        outs = [ucx.lookup(o.name) for o in body_proto.output[1:]]
+        values = outs[:len(carried)]
+        for k, y in enumerate(outs[len(carried):]):
+            ys[k].append(cx.add("unsqueeze", y, dim=0))
+    cx.node = saved
+    if steps == 0 and n_scan:
+        raise cx.fail("a zero-trip Loop with scan outputs (their element shape is unknown)")
+    stacked = [y[0] if len(y) == 1 else cx.add("concat", *y, dim=0) for y in ys]
+    return (*values, *stacked)

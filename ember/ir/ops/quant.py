@@ -131,14 +131,28 @@ def _int8_out_scale(x_scale, w_scale) -> np.ndarray:
     return (x_scale.astype(_F32) * w_scale.astype(_F32)).astype(_F32)
 
 
+_ACTIVATIONS = ("none", "relu")
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in _ACTIVATIONS:
+        raise ShapeError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+
+
+def _activate(y: np.ndarray, activation: str) -> np.ndarray:
+    return np.maximum(y, _F32(0)) if activation == "relu" else y
+
+
 linear_int8 = define_op(
     "quant.linear_int8", inputs=("xq", "wq", "x_scale", "x_zp", "w_scale", "bias?"),
-    tolerance=1e-4,
-    doc="y = f32(sum_k (xq - x_zp) * wq[n, k]) * (x_scale * w_scale[n]) + bias; int32 sums.")
+    attrs={"activation": (str, "none")}, tolerance=1e-4,
+    doc="y = f32(sum_k (xq - x_zp) * wq[n, k]) * (x_scale * w_scale[n]) + bias; int32 sums; "
+        "then activation (none|relu, fused into the kernel epilogue).")
 
 
 @linear_int8.infer
-def _(xq, wq, x_scale, x_zp, w_scale, bias):
+def _(xq, wq, x_scale, x_zp, w_scale, bias, activation):
+    _check_activation(activation)
     _need(xq, "xq", _QTYPES)
     _need(wq, "wq", (DType.i8,))
     if wq.rank != 2 or xq.rank < 1 or xq.shape[-1] != wq.shape[1]:
@@ -152,10 +166,11 @@ def _(xq, wq, x_scale, x_zp, w_scale, bias):
 
 
 @linear_int8.reference
-def _(xq, wq, x_scale, x_zp, w_scale, bias):
+def _(xq, wq, x_scale, x_zp, w_scale, bias, activation):
     acc = (xq.astype(np.int64) - int(x_zp)) @ wq.astype(np.int64).T
     out = acc.astype(_F32) * _int8_out_scale(x_scale, w_scale)
-    return (out + bias.astype(_F32) if bias is not None else out).astype(_F32)
+    out = out + bias.astype(_F32) if bias is not None else out
+    return _activate(out.astype(_F32), activation)
 
 
 def _i8(rng, *shape, lo=-128, hi=128, dtype=np.int8):
@@ -168,7 +183,7 @@ def _(rng):
     yield [_i8(rng, 5, 20), _i8(rng, 7, 20), np.array(0.02, _F32), np.array(3, _I32), sc(7),
            rng.standard_normal(7).astype(_F32)], {}
     yield [_i8(rng, 2, 3, 33, lo=0, hi=256, dtype=np.uint8), _i8(rng, 17, 33),
-           np.array(0.01, _F32), np.array(128, _I32), sc(17)], {}
+           np.array(0.01, _F32), np.array(128, _I32), sc(17)], {"activation": "relu"}
 
 
 linear_int8_dynamic = define_op(
@@ -210,14 +225,16 @@ def _(rng):
 
 conv2d_int8 = define_op(
     "quant.conv2d_int8", inputs=("xq", "wq", "x_scale", "x_zp", "w_scale", "bias?"),
-    attrs={"stride": (tuple, (1, 1)), "padding": (tuple, (0, 0)), "dilation": (tuple, (1, 1))},
+    attrs={"stride": (tuple, (1, 1)), "padding": (tuple, (0, 0)), "dilation": (tuple, (1, 1)),
+           "activation": (str, "none")},
     tolerance=1e-4,
     doc="NCHW int8 conv (groups=1): int32 sums of (xq - x_zp) * wq, padding counts as real 0 "
-        "(= x_zp), then * x_scale * w_scale[o] + bias.")
+        "(= x_zp), then * x_scale * w_scale[o] + bias, then activation (none|relu).")
 
 
 @conv2d_int8.infer
-def _(xq, wq, x_scale, x_zp, w_scale, bias, stride, padding, dilation):
+def _(xq, wq, x_scale, x_zp, w_scale, bias, stride, padding, dilation, activation):
+    _check_activation(activation)
     _need(xq, "xq", _QTYPES)
     _need(wq, "wq", (DType.i8,))
     if xq.rank != 4 or wq.rank != 4 or xq.shape[1] != wq.shape[1]:
@@ -235,13 +252,13 @@ def _(xq, wq, x_scale, x_zp, w_scale, bias, stride, padding, dilation):
 
 
 @conv2d_int8.reference
-def _(xq, wq, x_scale, x_zp, w_scale, bias, stride, padding, dilation):
+def _(xq, wq, x_scale, x_zp, w_scale, bias, stride, padding, dilation, activation):
     xs = xq.astype(np.float64) - float(x_zp)  # exact integers in float64
     acc = K.conv2d(xs, wq.astype(np.float64), *K.window_attrs(stride, padding, dilation), 1)
     out = np.rint(acc).astype(_F32) * _int8_out_scale(x_scale, w_scale)[:, None, None]
     if bias is not None:
         out = out + bias.astype(_F32)[:, None, None]
-    return out.astype(_F32)
+    return _activate(out.astype(_F32), activation)
 
 
 @conv2d_int8.examples
@@ -251,7 +268,7 @@ def _(rng):
         {"padding": (1, 1)}
     yield [_i8(rng, 1, 2, 7, 5, lo=0, hi=256, dtype=np.uint8), _i8(rng, 3, 2, 2, 3),
            np.array(0.05, _F32), np.array(128, _I32), np.full(3, 0.02, _F32)], \
-        {"stride": (2, 1)}
+        {"stride": (2, 1), "activation": "relu"}
 
 
 # ---- int4 weight-only ----------------------------------------------------------------------------

@@ -107,3 +107,23 @@ def int8_dynamic(graph: Graph, layer: Layer) -> Value | None:
         wsv = graph.const(ws, name=f"{layer.name}.weight.scale")
         return graph.add("quant.linear_int8_dynamic", layer.x, wv, wsv, *_bias(graph, layer),
                          loc=layer.op.loc)
+
+
+def fuse_relu(graph: Graph, v: Value) -> Value:
+    """Absorb a lone `relu` reading an int8 layer into its kernel epilogue (activation=relu).
+
+    Why: the int8 kernel is an opaque call that Relax cannot fuse an elementwise op into, so
+    an unfused relu costs a kernel launch and a pass over the output on every layer."""
+    op = v.producer
+    if op is None or op.kind not in ("quant.linear_int8", "quant.conv2d_int8") or \
+            len(v.uses) != 1 or any(o is v for o in graph.outputs):
+        return v
+    user = v.uses[0].op
+    if user.kind != "relu" or user.block is not graph:
+        return v
+    with graph.at(before=user):
+        new = graph.add(op.kind, *op.inputs, loc=op.loc, **{**op.attrs, "activation": "relu"})
+    graph.replace_all_uses(user.results[0], new)
+    graph.erase(user)
+    graph.erase(op)
+    return new

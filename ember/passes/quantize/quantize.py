@@ -6,6 +6,13 @@
 
 Layers no scheme kernel covers (e.g. conv2d under a weight-only scheme) stay float, and the
 report says so per layer: a layer is never rewritten into something without a kernel.
+
+A model must never get slower when quantized: each layer's quantized replacement is timed
+against the float layer on this host at batch `batch` (cost.py: compiled micro-benchmarks,
+cached per shape), and a layer whose replacement is not faster stays float, with both times in
+the report. `force=true` quantizes anyway (for size); `keep_slower=true` only skips the check.
+The mixed-precision plan targets a size/accuracy budget, so it is not overridden for speed.
+A relu that reads an int8 layer is fused into its kernel (`activation=relu`).
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from ..pipeline import Pass, PassContext, register_pass
 from .binary import binary_bases, emit_binary
 from .calibrate import collect
 from .int4 import int4_weight
-from .int8 import Layer, find_layers, int8_dynamic, int8_static
+from .cost import Speed, measure_layer, with_batch
+from .int8 import Layer, find_layers, fuse_relu, int8_dynamic, int8_static
 from .observers import make_observer
 from .partial import partial_binary
 from .report import LayerRow, evaluate_value, render, sqnr_db, value_weight_bytes
@@ -94,6 +102,9 @@ class Quantize(Pass):
     max_accuracy_drop: float | None = None
     target_bytes: int | None = None
     show_progress: bool = True
+    force: bool = False  # quantize every layer even where it is slower (size over speed)
+    keep_slower: bool = False  # skip the speed check (keep quantized layers that are slower)
+    batch: int = 64  # batch the speed check times each layer at
     tolerance: ClassVar[float | None] = float("inf")  # lossy; the report states SQNR per layer
     requires: ClassVar[tuple[str, ...]] = ("calibration",)
 
@@ -117,7 +128,8 @@ class Quantize(Pass):
             plan = plan_mixed(graph, layers, acts, act_params, self, ctx)
         else:
             plan = [self.scheme] * len(layers)
-        rows = [self._rewrite(graph, L, s, a, p) for L, s, a, p in
+        check = not (self.force or self.keep_slower or self.scheme == "mixed")
+        rows = [self._rewrite(graph, L, s, a, p, check) for L, s, a, p in
                 zip(layers, plan, acts, act_params)]
         rows += [LayerRow(n, "float (skip)", 32, 0, 0, None, "kept float by skip=")
                  for n in skipped]
@@ -126,20 +138,31 @@ class Quantize(Pass):
         ctx.note(scheme=self.scheme, layers=[r.as_dict() for r in rows],
                  quantized_weight_bytes=total_q, float_weight_bytes=total_f,
                  weight_ratio=round(total_q / total_f, 4) if total_f else None,
+                 speed_checked=check, kept_float_slower=[r.layer for r in rows
+                                                         if r.scheme == "float (slower)"],
                  table=render(rows))
         graph.meta.setdefault("quantization", []).append([r.as_dict() for r in rows])
         return graph
 
     def _rewrite(self, graph: Graph, layer: Layer, scheme: str, x: np.ndarray,
-                 params) -> LayerRow:
+                 params, check: bool) -> LayerRow:
         fbytes = int(layer.weight.nbytes)
         if scheme == "float":
             return LayerRow(layer.name, "float", 32, fbytes, fbytes, None,
                             "kept float by the mixed-precision plan")
+        relu = _relu_follows(graph, layer)
         new = apply_scheme(graph, layer, scheme, self, params)
         if new is None:
             return LayerRow(layer.name, "float", 32, fbytes, fbytes, None,
                             f"no {scheme} kernel for {layer.kind}: kept float")
+        from ..rewrite import erase_dead
+
+        speed = self._speed(layer, scheme, params, relu) if check else None
+        if speed is not None and not speed.faster:
+            erase_dead(graph, new.producer)  # type: ignore[arg-type]
+            return LayerRow(layer.name, "float (slower)", 32, fbytes, fbytes, None,
+                            f"{scheme} not faster here: {speed.describe(self.batch)}; kept "
+                            "float (force=true quantizes anyway)")
         ref = evaluate_value(layer.op.results[0], {id(layer.x): x})
         got = evaluate_value(new, {id(layer.x): x})
         qbytes = value_weight_bytes(new, layer.x)
@@ -147,12 +170,52 @@ class Quantize(Pass):
             qbytes -= int(layer.bias.nbytes)
         old_inputs = list(layer.op.inputs)
         graph.replace_op(layer.op, [new])
-        from ..rewrite import erase_dead
-
         for v in old_inputs:  # the float weight is dead now (the bias is shared)
             if v.producer is not None:
                 erase_dead(graph, v.producer)
+        fuse_relu(graph, new)
         kernel = KERNELS["binary_sign"] if self.act == "sign" and "bin" in scheme \
             else KERNELS.get(scheme, scheme)
+        if speed is not None:
+            kernel += f"; {speed.describe(self.batch)}"
         return LayerRow(layer.name, scheme, 8 * qbytes / layer.weight.size, qbytes, fbytes,
                         sqnr_db(ref, got), kernel)
+
+    def _speed(self, layer: Layer, scheme: str, params, relu: bool) -> Speed | None:
+        """Time the float layer against its `scheme` replacement (None: cannot measure)."""
+        fg = _layer_graph(layer, self.batch, relu)
+        qg = _layer_graph(layer, self.batch, relu)
+        (ql,), _ = find_layers(qg)
+        new = apply_scheme(qg, ql, scheme, self, params)
+        if new is None:
+            return None
+        from ..rewrite import erase_dead
+
+        qg.replace_op(ql.op, [new])
+        for v in list(ql.op.inputs):
+            if v.producer is not None:
+                erase_dead(qg, v.producer)
+        fuse_relu(qg, new)
+        key = {"scheme": scheme, "kind": layer.kind, "x": str(fg.inputs[0].type),
+               "w": list(layer.weight.shape), "bias": layer.bias is not None, "relu": relu,
+               "attrs": {k: v for k, v in layer.op.attrs.items() if k != "value"},
+               "opts": [self.group_size, self.bits, self.salient, self.act]}
+        return measure_layer(key, fg, qg)
+
+
+def _relu_follows(graph: Graph, layer: Layer) -> bool:
+    r = layer.op.results[0]
+    return len(r.uses) == 1 and r.uses[0].op.kind == "relu" and \
+        not any(o is r for o in graph.outputs)
+
+
+def _layer_graph(layer: Layer, batch: int, relu: bool) -> Graph:
+    """A one-layer graph (input at batch `batch`, the layer's consts, + relu) to time."""
+    g = Graph(f"speed_{layer.kind}")
+    x = g.add_input("x", with_batch(layer.x.type, batch))
+    ins = [x, g.const(layer.weight, name=f"{layer.name}.weight")]
+    if layer.bias is not None:
+        ins.append(g.const(layer.bias, name=f"{layer.name}.bias"))
+    y = g.add(layer.kind, *ins, loc=layer.op.loc, **layer.op.attrs)
+    g.set_outputs(g.add("relu", y) if relu else y)
+    return g

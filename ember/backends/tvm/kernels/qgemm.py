@@ -119,9 +119,11 @@ def int8_gemm(n: int, k: int, src: Source, relu: bool = False, mr: int = MR,
     is_f32 = src.dtype == "float32"
     lo, hi = float(src.lo), float(src.hi)
     conv = src.conv is not None
+    tpr = oh = ow = 1  # conv: row tiles per output row
     if conv:
         cin, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw = src.conv  # type: ignore[misc]
         assert cin * kh * kw == k
+        tpr = -(-ow // mr)
 
     def centred(v, s, z):
         """x (f32 or i8/u8) -> the zero-point-centred int16 value."""
@@ -157,20 +159,23 @@ def int8_gemm(n: int, k: int, src: Source, relu: bool = False, mr: int = MR,
             C = T.match_buffer(c, (NB, n, oh, ow), "float32")
         else:
             C = T.match_buffer(c, (NB, n), "float32")
-        rtiles = T.meta_var((M + mr - 1) // mr)
+        # conv: a row tile is mr consecutive outputs of one output row (no divisions per row)
+        rtiles = T.meta_var(NB * (oh * tpr) if conv else (M + mr - 1) // mr)
         for t in T.parallel(rtiles * groups):
             a16 = T.alloc_buffer((mr, 2 * k2), "int16", scope="local")
             acc = T.alloc_buffer((mr, w8), "int32", scope="local")
-            row0 = T.meta_var(t % rtiles * mr)
+            rt = T.meta_var(t % rtiles)
+            row0 = T.meta_var(rt * mr)
+            ni = T.meta_var(rt // (oh * tpr))
+            oy = T.meta_var(rt // tpr % oh)
+            ox0 = T.meta_var(rt % tpr * mr)
             grp = T.meta_var(t // rtiles)
             s = T.meta_var(QS[0])
             z = T.meta_var(QZ[0])
             for r in range(mr):
                 row = T.meta_var(T.min(row0 + r, M - 1))
                 if conv:
-                    ni = T.meta_var(row // (oh * ow))
-                    oy = T.meta_var(row % (oh * ow) // ow)
-                    ox = T.meta_var(row % ow)
+                    ox = T.meta_var(T.min(ox0 + r, ow - 1))
                     for ci, ky, kx in T.grid(cin, kh, kw):
                         iy = T.meta_var(oy * sh - ph + ky * dh)
                         ix = T.meta_var(ox * sw - pw + kx * dw)
@@ -178,8 +183,11 @@ def int8_gemm(n: int, k: int, src: Source, relu: bool = False, mr: int = MR,
                             0 <= iy and iy < h and 0 <= ix and ix < w,
                             centred(X[ni, ci, T.max(T.min(iy, h - 1), 0),
                                       T.max(T.min(ix, w - 1), 0)], s, z), T.int16(0))
-                else:
-                    for kk in range(k):
+                else:  # 8 lanes at a time: vdivps/vroundps, not a scalar loop
+                    for kc in range(k // 8):
+                        for kl in T.vectorized(8):
+                            a16[r, kc * 8 + kl] = centred(X[row, kc * 8 + kl], s, z)
+                    for kk in range(k // 8 * 8, k):
                         a16[r, kk] = centred(X[row, kk], s, z)
                 if k % 2 == 1:
                     a16[r, k] = T.int16(0)
@@ -199,14 +207,14 @@ def int8_gemm(n: int, k: int, src: Source, relu: bool = False, mr: int = MR,
                                             "int32", a16[r, T.ramp(2 * kp, 1, 2)]), 8)),
                                         T.Cast("int16x16", W[col0 // 8 + v, kp, T.ramp(0, 1, 16)]))
                     for r in T.unroll(mr):
-                        if row0 + r < M:
-                            if conv:
+                        if conv:
+                            if ox0 + r < ow:
                                 for j in range(w8):
                                     if col0 + j < n:
-                                        C[(row0 + r) // (oh * ow), col0 + j,
-                                          (row0 + r) % (oh * ow) // ow, (row0 + r) % ow] = \
-                                            epilogue(acc[r, j], S[col0 + j], B[col0 + j])
-                            elif col0 + w8 <= n:
+                                        C[ni, col0 + j, oy, ox0 + r] = epilogue(
+                                            acc[r, j], S[col0 + j], B[col0 + j])
+                        elif row0 + r < M:
+                            if col0 + w8 <= n:
                                 for v in T.unroll(nv):
                                     C[row0 + r, T.ramp(col0 + v * 8, 1, 8)] = epilogue(
                                         T.Cast("float32x8", acc[r, T.ramp(v * 8, 1, 8)]),

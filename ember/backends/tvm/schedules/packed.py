@@ -51,17 +51,35 @@ def pack_weight(w_kn: np.ndarray, nr: int) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(k, panels, nr).transpose(1, 0, 2))
 
 
-def packed_matmul_func(a_shape, k: int, n: int, nr: int, dtype: str) -> tirx.PrimFunc:
-    """out[..., j] = sum_k A[..., k] * Wp[j // nr, k, j % nr] for A of shape `a_shape`."""
+def row_tile(params: CpuParams, nr: int, rows: int | None) -> int:
+    """Micro-tile height: accumulators (mr x nr/lanes vectors) + B vectors + 1 broadcast fit."""
+    vectors = max(1, nr // params.lanes("float32"))
+    mr = max(1, min(8, (params.vector_regs - vectors - 1) // vectors))
+    return min(mr, rows) if rows is not None else mr
+
+
+def packed_matmul_func(a_shape, k: int, n: int, nr: int, mr: int, dtype: str) -> tirx.PrimFunc:
+    """out[..., r, j] = sum_k A[..., r, k] * Wp[j // nr, k, j % nr] for A of shape `a_shape`.
+
+    The sum goes to `T_packed_matmul`, an accumulator padded to whole mr x nr tiles (rows past
+    the end re-read the last row of A), so the schedule's register tile needs no bounds check;
+    only the copy into `out` (where the epilogue lands after fusion) is predicated.
+    """
+    i64 = lambda v: tirx.IntImm("int64", v)  # noqa: E731 - relax shapes are int64
     a = te.placeholder(list(a_shape), dtype, "A")
-    w = te.placeholder((-(-n // nr), k, nr), dtype, "W")
-    r = te.reduce_axis((0, k), "k")
+    panels = -(-n // nr)
+    w = te.placeholder((i64(panels), i64(k), i64(nr)), dtype, "W")
+    r = te.reduce_axis((i64(0), i64(k)), "k")
+    lead, rows = list(a_shape[:-2]), a_shape[-2]
+    rows_pad = (rows + i64(mr - 1)) // i64(mr) * i64(mr)
+    last = rows - i64(1)
 
     def body(*idx):
-        j = idx[-1]
-        return te.sum(a[(*idx[:-1], r)] * w[j // nr, r, j % nr], axis=r)
+        *b, i, j = idx
+        return te.sum(a[(*b, te.min(i, last), r)] * w[j // i64(nr), r, j % i64(nr)], axis=r)
 
-    out = te.compute((*a_shape[:-1], n), body, name=BLOCK)
+    acc = te.compute((*lead, rows_pad, i64(panels * nr)), body, name=BLOCK)
+    out = te.compute((*a_shape[:-1], i64(n)), lambda *idx: acc[idx], name=BLOCK + "_out")
     func = te.create_prim_func([a, w, out]).without_attr("global_symbol")
     return func.with_attr({"op_pattern": 4, "tirx.noalias": True})
 
@@ -87,7 +105,7 @@ def _match_const_matmul(func: tirx.PrimFunc):
     a_idx = [r.min for r in ra.region]
     c_idx = [r.min for r in wc.region]
     b_idx = [r.min for r in rb.region]
-    if len(a_idx) != len(c_idx) or not a_idx[-1].same_as(kvar):
+    if len(a_idx) != len(c_idx) or len(a_idx) < 2 or not a_idx[-1].same_as(kvar):
         return None
     if not all(x.same_as(y) for x, y in zip(a_idx[:-1], c_idx[:-1])):
         return None
@@ -137,9 +155,11 @@ class _Packer(relax.PyExprMutator):
         w_kn = w_np if kn else w_np.T
         k, n = w_kn.shape
         nr = panel_width(self.params, n)
-        key = (tuple(str(s) for s in a_buf.shape), k, n, nr)
+        rows = a_buf.shape[-2]
+        mr = row_tile(self.params, nr, int(rows) if isinstance(rows, tirx.IntImm) else None)
+        key = (tuple(str(s) for s in a_buf.shape), k, n, nr, mr)
         if key not in self.cache:
-            new_func = packed_matmul_func(a_buf.shape, k, n, nr, "float32")
+            new_func = packed_matmul_func(a_buf.shape, k, n, nr, mr, "float32")
             self.cache[key] = self.builder_.add_func(new_func, f"packed_matmul{len(self.cache)}")
         self.count += 1
         packed = relax.const(pack_weight(w_kn, nr))
@@ -167,43 +187,47 @@ class PackedMatmul:
     def apply(self, func: tirx.PrimFunc, target: tvm.target.Target, params: CpuParams):
         sch = s_tir.Schedule(func)
         blocks = [b for b in sch.get_child_blocks(get_root_block(sch))
-                  if sch.get(b).name_hint.startswith(BLOCK)]
+                  if sch.get(b).name_hint == BLOCK]
         if len(blocks) != 1:
             return None
         blk = blocks[0]
-        stmt = sch.get(blk)
-        w_buf = stmt.reads[1].source
-        nr = int(w_buf.shape[2])
-        k_ext = int(w_buf.shape[1])
+        w_buf = sch.get(blk).reads[1].source
+        panels, k_ext, nr = (int(x) for x in w_buf.shape)
+        # the copy out of the accumulator and the epilogue become one write-back stage
         inline_epilogue_intermediates(sch, blk)
-        acc = sch.cache_write(blk, 0, "local")
-        inline_consumers(sch, acc)
-        loops = sch.get_loops(blk)
-        rows, j, k = loops[:-2], loops[-2], loops[-1]
-        m = (sch.fuse(*rows) if len(rows) > 1 else rows[0]) if rows else None
-        m_ext = static_extent(sch, m) if m is not None else 1
-        n_ext = static_extent(sch, j) or nr
-        lanes = params.lanes("float32")
-        vectors = max(1, nr // lanes)
-        mr = max(1, min(8, (params.vector_regs - vectors - 1) // vectors))
-        if m_ext is not None:
-            mr = min(mr, m_ext)
+        (out,) = sch.get_consumers(blk)
+        sch.set_scope(blk, 0, "local")
+        *lead, i, j, k = sch.get_loops(blk)
+        i_ext = static_extent(sch, i)
+        # the same mr prepack_weights padded the accumulator to (same target parameters)
+        rows_dom = sch.get(out).iter_vars[-2].dom.extent
+        mr = row_tile(params, nr, int(rows_dom) if isinstance(rows_dom, tirx.IntImm) else None)
+        if i_ext is not None and i_ext % mr:
+            return None
+        i0, i1 = sch.split(i, [None, mr])
         j0, j1 = sch.split(j, [None, nr])
-        if m is not None:
-            m0, m1 = sch.split(m, [None, mr])
-            sch.reorder(j0, m0, k, m1, j1)
-            sch.reverse_compute_at(acc, m0)
-            sch.unroll(m1)
-            outer = [j0, m0]
+        rows = static_extent(sch, i0)
+        lead_ext = [static_extent(sch, lp) for lp in lead]
+        if panels >= 2 * max(2, params.cores) or (rows == 1 and not lead):
+            sch.reorder(*lead, j0, i0, k, i1, j1)
+            tile_loop, candidates = i0, [*lead, j0]
         else:
-            sch.reorder(j0, k, j1)
-            sch.reverse_compute_at(acc, j0)
-            outer = [j0]
+            sch.reorder(*lead, i0, j0, k, i1, j1)
+            tile_loop, candidates = j0, [*lead, i0]
+        sch.reverse_compute_at(out, tile_loop)
+        sch.unroll(i1)
         sch.vectorize(j1)
-        # a symbolic batch counts as large; small static problems stay on one thread
-        if m_ext is None or m_ext * n_ext * k_ext >= PARALLEL_MIN_MACS:
-            sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+        static = [e for e in lead_ext if e is not None]
+        work_known = len(static) == len(lead_ext) and rows is not None
+        macs = (rows or 1) * mr * panels * nr * k_ext
+        for e in static:
+            macs *= e
+        if not work_known or macs >= PARALLEL_MIN_MACS:
+            sch.parallel(  # before decompose_reduction: TVM refuses it after
+                sch.fuse(*candidates) if len(candidates) > 1 else candidates[0])
         sch.decompose_reduction(blk, k)
-        sch.vectorize(sch.get_loops(acc)[-1])
-        schedule_leftover_stages(sch, params, blk)
+        out_loops = sch.get_loops(out)[len(candidates) + 1:]
+        if out_loops:
+            sch.vectorize(out_loops[-1])
+        schedule_leftover_stages(sch, params, blk, out)
         return sch
