@@ -8,7 +8,8 @@ the torch eager Python loop of `ember.zoo.seq_linear_rnn.make_seq_linear_rnn(T, 
 --newton: digits_gru (T=8, the zoo model) and random GRUs of the same cell (B=4, H=32) at
 longer T, after recognize_rnn: iterations to converge and max error vs the sequential loop,
 time of ctrl.newton_scan vs the sequential ctrl.scan in the numpy interpreter and in the torch
-backend (the Newton op has no TVM lowering), plus ember's compiled sequential TIR loop.
+backend (the Newton op has no TVM lowering; torch runs with 1 thread), plus ember's compiled
+sequential TIR loop.
 
 The ember graph is the form `reroll` produces for that module (a ctrl.scan whose body is
 h' = a*h + u_t, scanned over u's time dim), built directly: torch.export of a 65536-step Python
@@ -79,6 +80,7 @@ def newton_main(steps: list[int], runs: int) -> list[dict]:
 
     from ember.backends.torch import GraphModule
 
+    torch.set_num_threads(1)  # 2 threads on a loaded 2-core box made tiny torch ops ~50x slower
     rows = []
     for T in steps:
         seq, x = _gru_graph(T)

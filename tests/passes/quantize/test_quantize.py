@@ -77,7 +77,7 @@ def _acc(z, g):
 
 def test_int8_static_keeps_accuracy_and_shrinks_weights(mlp):
     z, g, calib, acc = mlp
-    p = Pipeline.parse("quantize{scheme=int8,observer=mse,show_progress=false}")
+    p = Pipeline.parse("quantize{scheme=int8,observer=mse,force=true,show_progress=false}")
     q = p.run(g, calibration=calib, check=True)
     notes = p.report.passes[-1].notes
     assert notes["weight_ratio"] <= 0.27
@@ -85,13 +85,14 @@ def test_int8_static_keeps_accuracy_and_shrinks_weights(mlp):
     assert all(r["sqnr_db"] > 30 for r in notes["layers"])
     kinds = q.op_counts()
     assert kinds.get("quant.linear_int8") == 3 and "linear" not in kinds
+    assert "relu" not in kinds  # both relus fused into the int8 kernels' epilogues
     assert acc - _acc(z, q) <= 0.005
     assert "pass_report" in q.meta
 
 
 def test_skip_keeps_named_layer_float(mlp):
     z, g, calib, _ = mlp
-    p = Pipeline.parse("quantize{scheme=int8,skip=fc3,show_progress=false}")
+    p = Pipeline.parse("quantize{scheme=int8,skip=fc3,force=true,show_progress=false}")
     q = p.run(g, calibration=calib)
     assert q.op_counts().get("linear") == 1
     rows = {r["layer"]: r for r in p.report.passes[-1].notes["layers"]}
@@ -102,7 +103,7 @@ def test_residual_binary_recovers_accuracy_of_plain_binary(mlp):
     z, g, calib, acc = mlp
     res = {}
     for spec in ("binary", "binary_residual,bits=3"):
-        p = Pipeline.parse(f"quantize{{scheme={spec},show_progress=false}}")
+        p = Pipeline.parse(f"quantize{{scheme={spec},force=true,show_progress=false}}")
         res[spec] = (_acc(z, p.run(g, calibration=calib)), p.report.passes[-1].notes)
     (a1, n1), (a3, n3) = res["binary"], res["binary_residual,bits=3"]
     assert n1["weight_ratio"] <= 1 / 16 and a3 > a1 and acc - a3 < 0.5 * (acc - a1)
@@ -111,7 +112,7 @@ def test_residual_binary_recovers_accuracy_of_plain_binary(mlp):
 @pytest.mark.parametrize("scheme", ["int8_dynamic", "int4_weight", "ternary", "partial_binary"])
 def test_other_schemes_run_and_report(mlp, scheme):
     z, g, calib, acc = mlp
-    p = Pipeline.parse(f"quantize{{scheme={scheme},show_progress=false}}")
+    p = Pipeline.parse(f"quantize{{scheme={scheme},force=true,show_progress=false}}")
     q = p.run(g, calibration=calib)
     notes = p.report.passes[-1].notes
     assert notes["weight_ratio"] < 0.3
@@ -142,6 +143,80 @@ def test_mixed_target_bytes_meets_budget(mlp):
     notes = p.report.passes[-1].notes
     assert set(notes["mixed_plan"]) == {"fc1", "fc2", "fc3"}
     assert notes["quantized_weight_bytes"] <= budget * 1.3  # scales/params on top of the bits
+
+
+@pytest.fixture
+def fake_timer():
+    """Install a deterministic timer: (float us, quantized us) per layer name pattern."""
+    from ember.passes.quantize import cost
+
+    calls = []
+
+    def install(fn):
+        def timer(fg, qg, x):
+            calls.append((fg, qg))
+            return fn(fg, qg)
+        cost.set_timer(timer)
+        return calls
+
+    yield install
+    cost.set_timer(None)
+
+
+def test_speed_check_keeps_slower_layers_float(mlp, fake_timer):
+    z, g, calib, _ = mlp
+    # fc2 (K=128) "measures" faster quantized, the others slower
+    calls = fake_timer(lambda fg, qg: (1.0, 0.5) if fg.inputs[0].type.shape[-1] == 128
+                       else (1.0, 2.0))
+    p = Pipeline.parse("quantize{scheme=int8,show_progress=false}")
+    q = p.run(g, calibration=calib)
+    notes = p.report.passes[-1].notes
+    rows = {r["layer"]: r for r in notes["layers"]}
+    assert len(calls) == 3 and notes["speed_checked"]
+    assert rows["fc2"]["scheme"] == "int8" and "0.50x" in rows["fc2"]["kernel"]
+    assert notes["kept_float_slower"] == ["fc1", "fc3"]
+    assert rows["fc1"]["scheme"] == "float (slower)" and "force=true" in rows["fc1"]["kernel"]
+    kinds = q.op_counts()
+    assert kinds.get("quant.linear_int8") == 1 and kinds.get("linear") == 2
+    assert kinds.get("quant.quantize") == 1  # no dead quantize left behind
+    # the micro-benchmark compares like with like: relu on both sides, fused on the int8 one
+    fg, qg = calls[0]
+    assert fg.op_counts().get("relu") == 1 and "relu" not in qg.op_counts()
+    np.testing.assert_allclose(ember.interpret(q, calib[0][0]), ember.interpret(g, calib[0][0]),
+                               atol=0.25)  # int8 rounding on logits of ~10
+
+
+@pytest.mark.parametrize("opt", ["force=true", "keep_slower=true"])
+def test_force_and_keep_slower_skip_the_speed_check(mlp, fake_timer, opt):
+    z, g, calib, _ = mlp
+    calls = fake_timer(lambda fg, qg: (1.0, 2.0))
+    p = Pipeline.parse(f"quantize{{scheme=int8,{opt},show_progress=false}}")
+    q = p.run(g, calibration=calib)
+    assert not calls and q.op_counts().get("quant.linear_int8") == 3
+
+
+def test_speed_check_measures_and_caches(mlp, tmp_path, monkeypatch):
+    """The real micro-benchmark (TVM builds), once per layer shape, then from the cache."""
+    pytest.importorskip("tvm")
+    from ember.passes.quantize import cost
+
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path))
+    cost.set_timer(None)
+    z, g, calib, acc = mlp
+    spec = "quantize{scheme=int8,skip=fc1,show_progress=false}"
+    p = Pipeline.parse(spec)
+    q = p.run(g, calibration=calib)
+    rows = [r for r in p.report.passes[-1].notes["layers"] if r["layer"] != "fc1"]
+    for r in rows:  # each decision carries both measured times
+        assert r["scheme"] in ("int8", "float (slower)") and " us vs float " in r["kernel"]
+    import json
+
+    assert len(json.loads(cost.cache_path().read_text())) == 2
+    cost._MEMO.clear()
+    p2 = Pipeline.parse(spec)
+    q2 = p2.run(g, calibration=calib)  # answered from the file: same decisions
+    assert q2.op_counts() == q.op_counts()
+    assert acc - _acc(z, q) <= 0.005
 
 
 # ---- kernels (TVM) ---------------------------------------------------------------------------
@@ -179,3 +254,50 @@ def test_int8_gemm_kernel_matches_integer_reference():
     args = [xq, wq, np.array(0.5, F32), np.array(-7, np.int32), np.ones(29, F32)]
     out, ref = _build_one("quant.linear_int8", args, {})
     assert np.array_equal(out, ref)  # small ints: every step exact in f32
+
+
+def _compile_graph(g):
+    from tvm import relax
+
+    from ember.backends.tvm.build import build
+    from ember.backends.tvm.lower import lower
+
+    vm = relax.VirtualMachine(build(lower(g, target="cpu"), "cpu"), tvm.cpu())
+    return lambda *xs: vm["main"](*[tvm.runtime.tensor(a) for a in xs]).numpy()
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_fused_quantize_linear_kernel_is_exact(relu):
+    """float x -> quantize -> linear_int8 (-> relu): one kernel, same numbers as the reference."""
+    rng = np.random.default_rng(3)
+    g = Graph("fused")
+    x = g.add_input("x", TensorType(("batch", 3, 37), DType.f32))
+    xq = g.add("quant.quantize", x, g.const(np.array(0.03, F32)), g.const(np.array(-5, np.int32)))
+    y = g.add("quant.linear_int8", xq, g.const(rng.integers(-127, 128, (21, 37)).astype(np.int8)),
+              g.const(np.array(0.03, F32)), g.const(np.array(-5, np.int32)),
+              g.const(np.linspace(0.01, 0.02, 21).astype(F32)),
+              g.const(rng.standard_normal(21).astype(F32)),
+              activation="relu" if relu else "none")
+    g.set_outputs(y)
+    fn = _compile_graph(g)
+    for b in (1, 5):
+        xs = (rng.standard_normal((b, 3, 37)) * 2).astype(F32)
+        np.testing.assert_allclose(fn(xs), ember.interpret(g, xs), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride,padding,relu", [((1, 1), (1, 1), True), ((2, 1), (0, 2), False)])
+def test_fused_quantize_conv_kernel_is_exact(stride, padding, relu):
+    """quantize + im2col + int8 GEMM + NCHW epilogue in one kernel (ow not a tile multiple)."""
+    rng = np.random.default_rng(4)
+    g = Graph("fused_conv")
+    x = g.add_input("x", TensorType(("batch", 3, 7, 9), DType.f32))
+    xq = g.add("quant.quantize", x, g.const(np.array(0.02, F32)), g.const(np.array(7, np.int32)))
+    y = g.add("quant.conv2d_int8", xq,
+              g.const(rng.integers(-127, 128, (5, 3, 3, 2)).astype(np.int8)),
+              g.const(np.array(0.02, F32)), g.const(np.array(7, np.int32)),
+              g.const(np.full(5, 0.01, F32)), g.const(rng.standard_normal(5).astype(F32)),
+              stride=stride, padding=padding, activation="relu" if relu else "none")
+    g.set_outputs(y)
+    fn = _compile_graph(g)
+    xs = rng.standard_normal((2, 3, 7, 9)).astype(F32)
+    np.testing.assert_allclose(fn(xs), ember.interpret(g, xs), rtol=1e-6, atol=1e-5)

@@ -181,23 +181,29 @@ def serial_below(func: tirx.PrimFunc, work: tirx.PrimExpr, threshold: int) -> ti
     if isinstance(work, tirx.IntImm):
         return func
     root = func.body
-    if not isinstance(root, tirx.SBlockRealize):
+    if not isinstance(root, s_tir.SBlockRealize):
         return func
     block = root.block
 
-    def to_serial(stmt):
+    changed = []
+
+    def to_serial(stmt):  # our schedules put parallel loops outermost in each stage
         if isinstance(stmt, tirx.For) and stmt.kind == tirx.ForKind.PARALLEL:
+            changed.append(stmt)
             return tirx.For(stmt.loop_var, stmt.min, stmt.extent, tirx.ForKind.SERIAL, stmt.body,
                             stmt.thread_binding, stmt.annotations)
-        return None
+        return stmt
 
-    serial = tirx.stmt_functor.ir_transform(block.body, None, to_serial, ["tirx.For"])
-    if serial.same_as(block.body):
+    if isinstance(block.body, tirx.SeqStmt):
+        serial = tirx.SeqStmt([to_serial(st) for st in block.body.seq])
+    else:
+        serial = to_serial(block.body)
+    if not changed:
         return func  # nothing parallel
     cond = work < tirx.IntImm(work.dtype, threshold)
     new_body = tirx.IfThenElse(cond, serial, block.body)
-    new_block = tirx.SBlock(block.iter_vars, block.reads, block.writes, block.name_hint,
+    new_block = s_tir.SBlock(block.iter_vars, block.reads, block.writes, block.name_hint,
                             new_body, block.init, block.alloc_buffers, block.match_buffers,
                             block.annotations)
-    realize = tirx.SBlockRealize(root.iter_values, root.predicate, new_block)
+    realize = s_tir.SBlockRealize(root.iter_values, root.predicate, new_block)
     return func.with_body(realize)

@@ -28,6 +28,7 @@ from .common import (
     inline_consumers,
     inline_epilogue_intermediates,
     schedule_leftover_stages,
+    serial_below,
     static_extent,
 )
 
@@ -230,4 +231,17 @@ class PackedMatmul:
         if out_loops:
             sch.vectorize(out_loops[-1])
         schedule_leftover_stages(sch, params, blk, out)
-        return sch
+        if work_known:
+            return sch
+        out_buf = sch.get(out).writes[0].source
+        work = tirx.IntImm("int64", k_ext)
+        for dim in out_buf.shape:
+            work = work * dim
+        return _Scheduled(serial_below(sch.mod["main"], work, PARALLEL_MIN_MACS))
+
+
+class _Scheduled:
+    """A finished function in the shape apply_cpu_schedules expects of a Schedule (`.mod`)."""
+
+    def __init__(self, func: tirx.PrimFunc):
+        self.mod = tvm.IRModule({"main": func})
