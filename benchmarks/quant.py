@@ -6,9 +6,11 @@ Every ratio is measured side by side in this run (the machine may be shared: com
 not absolute numbers across runs). Reports:
 - int8 GEMM GOP/s (ember AVX2 vpmaddwd kernel) vs torch `_int_mm`, torch fp32 and ember fp32;
 - binary XNOR-popcount GEMM vs torch fp32 GEMM, checked exact against a +-1 reference;
-- per model (digits_mlp/cnn/vit), int8 static: eval accuracy before/after, weight ratio of the
-  quantized layers, latency ember fp32 vs ember int8 at batch 64;
-- digits_mlp: binary vs residual binary (2, 3 bases) vs ternary accuracy and weight ratio.
+- per model (digits_mlp/cnn/vit), int8 static: eval accuracy before/after, latency ember fp32 vs
+  ember int8 at batch 64 with the default speed check (layers whose int8 kernel is not faster
+  stay float) and with force=true (every layer int8: the weight-ratio/size numbers);
+- digits_mlp: binary vs residual binary (2, 3 bases) vs ternary accuracy and weight ratio
+  (force=true: a size/accuracy study).
 """
 
 from __future__ import annotations
@@ -106,31 +108,48 @@ def gemm_kernels(n: int, repeat: int) -> dict:
 
 
 def model_rows(names, batch: int, repeat: int) -> list[dict]:
+    """Per model: the default int8 pass (speed-checked: layers not faster stay float) for
+    latency, and `force=true` (every layer int8) for the size/accuracy goals; both against the
+    same canonicalized fp32 graph (batch norms folded into convs on both sides)."""
     rows = []
     for name in names:
         z = ember.zoo.load(name)
         g = ember.trace(z.module, z.example_inputs, dynamic_dims=z.dynamic_dims)
         calib = [tuple(np.asarray(a) for a in b) for b in z.calibration]
-        g = Pipeline.parse("fold,dce").run(g)
-        p = Pipeline.parse("quantize{scheme=int8,show_progress=false}")
+        g = Pipeline.parse("canonicalize,fold,dce").run(g)
+        p = Pipeline.parse(f"quantize{{scheme=int8,batch={batch},show_progress=false}}")
         q = p.run(g, calibration=calib)
         notes = p.report.passes[-1].notes
-        f_fn, q_fn = _compile(g), _compile(q)
+        pf = Pipeline.parse("quantize{scheme=int8,force=true,show_progress=false}")
+        qf = pf.run(g, calibration=calib)
+        notes_f = pf.report.passes[-1].notes
+        f_fn, q_fn, qf_fn = _compile(g), _compile(q), _compile(qf)
         x = np.concatenate([b[0] for b in calib] * 8)[:batch]
         err = float(np.max(np.abs(q_fn(x).numpy() - ember.interpret(q, x))))
-        t_f, t_q = _timeit(lambda: f_fn(x), repeat), _timeit(lambda: q_fn(x), repeat)
+        ts = {"f": [], "q": [], "qf": []}
+        for _ in range(3):  # interleaved rounds; medians of each
+            for key, fn in (("f", f_fn), ("q", q_fn), ("qf", qf_fn)):
+                ts[key].append(_timeit(lambda: fn(x), repeat))
+        t_f, t_q, t_qf = (float(np.median(ts[k])) for k in ("f", "q", "qf"))
         rows.append({
             "model": name,
             "acc_fp32": z.evaluate(lambda *xs: f_fn(*xs).numpy()),
             "acc_int8": z.evaluate(lambda *xs: q_fn(*xs).numpy()),
-            "weight_ratio_quantized_layers": notes["weight_ratio"],
+            "acc_int8_all_layers": z.evaluate(lambda *xs: qf_fn(*xs).numpy()),
+            "layers_int8": [r["layer"] for r in notes["layers"] if r["scheme"] == "int8"],
+            "layers_kept_float_slower": notes["kept_float_slower"],
+            "weight_ratio_all_layers_int8": notes_f["weight_ratio"],
             "whole_model_bytes_fp32": g.weight_bytes(), "whole_model_bytes_int8": q.weight_bytes(),
+            "whole_model_bytes_int8_all_layers": qf.weight_bytes(),
             f"latency_ms_fp32_b{batch}": t_f * 1e3, f"latency_ms_int8_b{batch}": t_q * 1e3,
+            f"latency_ms_int8_all_layers_b{batch}": t_qf * 1e3,
             "latency_ratio_int8_over_fp32": t_q / t_f,
+            "latency_ratio_int8_all_layers_over_fp32": t_qf / t_f,
             "tvm_vs_interpreter_max_err": err,
             "layers": notes["layers"],
         })
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "layers"}), flush=True)
+        print(notes["table"], flush=True)
     return rows
 
 
@@ -141,7 +160,7 @@ def binary_family() -> list[dict]:
     out = [{"scheme": "fp32", "acc": z.evaluate(lambda *xs: ember.interpret(g, *xs))}]
     for spec in ("binary", "binary_residual,bits=2", "binary_residual,bits=3", "ternary",
                  "partial_binary", "int4_weight"):
-        p = Pipeline.parse(f"quantize{{scheme={spec},show_progress=false}}")
+        p = Pipeline.parse(f"quantize{{scheme={spec},force=true,show_progress=false}}")
         q = p.run(g, calibration=calib)
         out.append({"scheme": spec, "acc": z.evaluate(lambda *xs: ember.interpret(q, *xs)),
                     "weight_ratio": p.report.passes[-1].notes["weight_ratio"]})

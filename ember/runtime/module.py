@@ -71,6 +71,11 @@ class CompiledModel:
         self._from_dlpack = tvm.runtime.from_dlpack
         self._on_cpu = self._device.dlpack_device_type() == 1  # kDLCPU
         self._vm_class = tvm.runtime.vm.VirtualMachine
+        # per input: (dtype, static dims as (axis, size), symbolic dims as (axis, name))
+        self._fast_specs = [(np.dtype(t.dtype), len(t.shape),
+                             tuple((i, d) for i, d in enumerate(t.shape) if isinstance(d, int)),
+                             tuple((i, d) for i, d in enumerate(t.shape) if not isinstance(d, int)))
+                            for t in self.inputs]
 
     # ---- metadata -----------------------------------------------------------------------
     @property
@@ -96,11 +101,35 @@ class CompiledModel:
 
     # ---- calling ------------------------------------------------------------------------
     def __call__(self, *inputs: Any, **named_inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
-        arrays = self.check_inputs(inputs, named_inputs)
-        vm_main = self._vm_main()
-        out = vm_main(*[self._to_device(a) for a in arrays])
+        arrays = None if named_inputs else self._fast_check(inputs)
+        if arrays is None:  # anything unusual (or wrong) takes the full check and its messages
+            arrays = self.check_inputs(inputs, named_inputs)
+        fn = getattr(self._local, "main", None) or self._vm_main()
+        out = fn(*[self._to_device(a) for a in arrays])
         results = _to_numpy(out)
         return results[0] if len(results) == 1 else tuple(results)
+
+    def _fast_check(self, inputs: Sequence[Any]) -> Sequence[np.ndarray] | None:
+        """The inputs as they are when they are exactly what the manifest asks for, else None.
+
+        Why: the general check (names, bindings, messages) cost ~5 us per call, a third of a
+        small model's latency; the common case is positional C-contiguous numpy arrays.
+        """
+        if len(inputs) != len(self._fast_specs):
+            return None
+        seen: dict[str, int] = {}
+        for arr, (dtype, ndim, static, symbolic) in zip(inputs, self._fast_specs):
+            if type(arr) is not np.ndarray or arr.dtype != dtype or arr.ndim != ndim \
+                    or not arr.flags.c_contiguous:
+                return None
+            shape = arr.shape
+            for axis, size in static:
+                if shape[axis] != size:
+                    return None
+            for axis, name in symbolic:
+                if seen.setdefault(name, shape[axis]) != shape[axis] or not name.isidentifier():
+                    return None
+        return inputs
 
     def _to_device(self, array: np.ndarray):
         """A TVM tensor for `array`. On CPU, zero-copy through DLPack when the data is 64-byte

@@ -395,15 +395,18 @@ def newton_solve(h0, steps: int, run_f, run_j, jacobian: str, max_iters: int, to
 
     Converged when max|f(H_prev) - H| <= tol * max(1, max|f|); each update solves the
     linearized recurrence H_t = J_t H_{t-1} + (F_t - J_t Hprev_t) with the parallel scan.
+    Undamped Newton can diverge (long T, expansive Jacobian products): a non-finite residual
+    stops the iteration early and the caller falls back to the sequential loop.
     """
     shape = tuple(h0.shape)
     h = xp.broadcast(h0, steps)
     for it in range(max_iters + 1):
         prev = xp.concat([h0[None], h[:-1]])
         f, *ys = run_f(prev)
-        if xp.absmax(f - h) <= tol * max(1.0, xp.absmax(f)):
+        err, scale = xp.absmax(f - h), max(1.0, xp.absmax(f))
+        if err <= tol * scale:
             return f, ys, it
-        if it == max_iters:
+        if it == max_iters or not err < 1e30:  # out of iterations, or diverged (inf/nan)
             return None
         jac = run_j(prev)
         if jacobian == "diag":

@@ -4,7 +4,8 @@ Why explicit: a pass, the printer and every backend see the same integers and sc
 interpreter (these numpy references) is the ground truth for each kernel. Conventions:
 
 - affine int8: real = (q - zero_point) * scale; activations per tensor (scale f32[], zp i32[]),
-  weights symmetric per output channel (scale f32[N], zero point 0);
+  weights symmetric per output channel (scale f32[N] or f16[N], zero point 0; f16 scales are
+  widened to f32 before any arithmetic);
 - int4 weights: two nibbles per byte (low nibble = even k), value = (nibble - 8) * scale[n, k//g];
 - binary weights: sign bits packed little-endian into uint32 words along K (bit set = +1,
   clear = -1), `B` stacked bases w = sum_b scale[b, n] * (+-1). Ternary {-a, 0, a} is exactly
@@ -25,6 +26,7 @@ from .registry import REQUIRED, define_op
 _F32, _I32 = np.float32, np.int32
 _QTYPES = (DType.i8, DType.u8)
 _QRANGE = {DType.i8: (-128, 127), DType.u8: (0, 255)}
+_SCALE_DTYPES = (DType.f32, DType.f16)  # weight scales may be stored as f16 (half the bytes)
 
 
 def _need(t: TensorType | None, name: str, dtypes, shape=None) -> None:
@@ -160,7 +162,7 @@ def _(xq, wq, x_scale, x_zp, w_scale, bias, activation):
     n = wq.shape[0]
     _need(x_scale, "x_scale", (DType.f32,), ())
     _need(x_zp, "x_zp", (DType.i32,), ())
-    _need(w_scale, "w_scale", (DType.f32,), (n,))
+    _need(w_scale, "w_scale", _SCALE_DTYPES, (n,))
     _need(bias, "bias", (DType.f32,), (n,))
     return TensorType(xq.shape[:-1] + (n,), DType.f32)
 
@@ -183,7 +185,8 @@ def _(rng):
     yield [_i8(rng, 5, 20), _i8(rng, 7, 20), np.array(0.02, _F32), np.array(3, _I32), sc(7),
            rng.standard_normal(7).astype(_F32)], {}
     yield [_i8(rng, 2, 3, 33, lo=0, hi=256, dtype=np.uint8), _i8(rng, 17, 33),
-           np.array(0.01, _F32), np.array(128, _I32), sc(17)], {"activation": "relu"}
+           np.array(0.01, _F32), np.array(128, _I32), sc(17).astype(np.float16)],\
+        {"activation": "relu"}
 
 
 linear_int8_dynamic = define_op(
@@ -197,7 +200,7 @@ def _(x, wq, w_scale, bias):
     _need(wq, "wq", (DType.i8,))
     if wq.rank != 2 or x.rank < 1 or x.shape[-1] != wq.shape[1]:
         raise ShapeError(f"x [..., K] and wq [N, K] must agree on K, got {x} and {wq}")
-    _need(w_scale, "w_scale", (DType.f32,), (wq.shape[0],))
+    _need(w_scale, "w_scale", _SCALE_DTYPES, (wq.shape[0],))
     _need(bias, "bias", (DType.f32,), (wq.shape[0],))
     return x.with_shape(x.shape[:-1] + (wq.shape[0],))
 
@@ -219,7 +222,7 @@ def _(x, wq, w_scale, bias):
 @linear_int8_dynamic.examples
 def _(rng):
     yield [rng.standard_normal((6, 24)).astype(_F32), _i8(rng, 5, 24),
-           np.full(5, 0.01, _F32), rng.standard_normal(5).astype(_F32)], {}
+           np.full(5, 0.01, np.float16), rng.standard_normal(5).astype(_F32)], {}
     yield [np.zeros((2, 8), _F32), _i8(rng, 3, 8), np.full(3, 0.1, _F32)], {}
 
 
@@ -241,7 +244,7 @@ def _(xq, wq, x_scale, x_zp, w_scale, bias, stride, padding, dilation, activatio
         raise ShapeError(f"xq [N,C,H,W] and wq [O,C,kh,kw] must agree on C, got {xq}, {wq}")
     _need(x_scale, "x_scale", (DType.f32,), ())
     _need(x_zp, "x_zp", (DType.i32,), ())
-    _need(w_scale, "w_scale", (DType.f32,), (wq.shape[0],))
+    _need(w_scale, "w_scale", _SCALE_DTYPES, (wq.shape[0],))
     _need(bias, "bias", (DType.f32,), (wq.shape[0],))
     (sh, sw), (ph, pw), (dh, dw) = K.window_attrs(stride, padding, dilation)
     oh = (xq.shape[2] + 2 * ph - dh * (wq.shape[2] - 1) - 1) // sh + 1

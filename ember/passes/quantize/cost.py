@@ -29,7 +29,7 @@ from ...ir.types import TensorType
 
 __all__ = ["Speed", "cache_path", "measure_layer", "set_timer"]
 
-_MEMO: dict[str, "Speed"] = {}
+_MEMO: dict[str, Speed] = {}
 _TIMER: Callable[[Graph, Graph, np.ndarray], tuple[float, float]] | None = None
 
 

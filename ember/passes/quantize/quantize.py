@@ -27,8 +27,8 @@ from ...ir.graph import Graph, Value
 from ..pipeline import Pass, PassContext, register_pass
 from .binary import binary_bases, emit_binary
 from .calibrate import collect
-from .int4 import int4_weight
 from .cost import Speed, measure_layer, with_batch
+from .int4 import int4_weight
 from .int8 import Layer, find_layers, fuse_relu, int8_dynamic, int8_static
 from .observers import make_observer
 from .partial import partial_binary
@@ -40,7 +40,7 @@ Scheme = Literal["int8", "int8_dynamic", "int4_weight", "ternary", "binary", "bi
                  "partial_binary", "mixed"]
 
 KERNELS = {
-    "int8": "int8 GEMM (vpmaddwd on AVX2, int32 accumulate)",
+    "int8": "int8 GEMM, quantize (+im2col) fused in (vpdpbusd with VNNI, vpmaddwd on AVX2)",
     "int8_dynamic": "int8 GEMM, activations quantized per row at run time",
     "int4_weight": "fp32 GEMM, int4 unpack fused into its weight packing",
     "ternary": "fp32 GEMM, 2 sign planes unpacked in its weight packing",
@@ -61,9 +61,9 @@ def apply_scheme(graph: Graph, layer: Layer, scheme: str, opts, act_params) -> V
     """Build the quantized replacement of `layer` before it; None when it must stay float."""
     w = layer.weight
     if scheme == "int8":
-        return int8_static(graph, layer, *act_params)
+        return int8_static(graph, layer, *act_params, scale_dtype=opts.scale_dtype)
     if scheme == "int8_dynamic":
-        return int8_dynamic(graph, layer)
+        return int8_dynamic(graph, layer, scale_dtype=opts.scale_dtype)
     if scheme == "int4_weight":
         return int4_weight(graph, layer, opts.group_size)
     if layer.kind != "linear":
@@ -105,6 +105,7 @@ class Quantize(Pass):
     force: bool = False  # quantize every layer even where it is slower (size over speed)
     keep_slower: bool = False  # skip the speed check (keep quantized layers that are slower)
     batch: int = 64  # batch the speed check times each layer at
+    scale_dtype: Literal["f16", "f32"] = "f16"  # int8 per-channel weight scales
     tolerance: ClassVar[float | None] = float("inf")  # lossy; the report states SQNR per layer
     requires: ClassVar[tuple[str, ...]] = ("calibration",)
 
@@ -199,7 +200,7 @@ class Quantize(Pass):
         key = {"scheme": scheme, "kind": layer.kind, "x": str(fg.inputs[0].type),
                "w": list(layer.weight.shape), "bias": layer.bias is not None, "relu": relu,
                "attrs": {k: v for k, v in layer.op.attrs.items() if k != "value"},
-               "opts": [self.group_size, self.bits, self.salient, self.act]}
+               "opts": [self.group_size, self.bits, self.salient, self.act, self.scale_dtype]}
         return measure_layer(key, fg, qg)
 
 

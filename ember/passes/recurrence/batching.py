@@ -57,9 +57,7 @@ def emit_lead(g: Graph, kind: str, attrs: dict, args: Sequence[Value], lead: Seq
                 raise UnsupportedOpError(f"batching {kind}: only concat may mix led and un-led "
                                          "operands")
             args = [a if f else led(g, a, n) for a, f in zip(args, lead)]
-        if kind in _DIM:
-            at["dim"] = _shift(at["dim"])
-        elif kind == "unsqueeze":
+        if kind in _DIM or kind == "unsqueeze":
             at["dim"] = _shift(at["dim"])
         elif kind == "squeeze":
             at["dims"] = tuple(_shift(d) for d in at["dims"])

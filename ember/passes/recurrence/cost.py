@@ -10,8 +10,9 @@ development machine (2 cores, AVX2, under load; see `Machine`):
   step's multiply-adds (batch * 3 * d^2 for a gated cell); one Newton iteration evaluates the
   body for all T at once plus its Jacobian (forward mode: d tangent columns, so (1 + d) * w per
   step), then a log2(T)-round scan (d^3 per step for the dense Jacobian, d for the diagonal),
-  all spread over `cores` at flop_par. Newton wins only when K iterations of that beat T
-  serial steps: long T, tiny state, many cores (a GPU); on a 2-core CPU it almost never does.
+  all spread over `cores` at flop_par, plus a per-iteration overhead. Newton wins only when K
+  iterations of that beat T serial steps: long T, tiny state, many cores (a GPU) and a compiled
+  Newton loop; on a 2-core CPU against the compiled TIR loop it never does.
 """
 
 from __future__ import annotations
@@ -29,21 +30,30 @@ class Choice:
 
 @dataclass(frozen=True)
 class Machine:
-    """Calibrated on the dev machine (benchmarks/recurrence.py --newton, under load)."""
+    """Calibrated on the dev machine (benchmarks/recurrence.py --newton, digits_gru cell B=4,
+    H=32, under load): TIR loop 0.29 ms for T=64 (~4.6 us/step); Newton (numpy/torch reference,
+    the only implementation so far) ~10 ms per iteration at T=8..64, overhead-dominated;
+    iterations 6 (T=8) and 22 (T=64) with the full Jacobian, T with the diagonal one."""
 
     cores: int = 2
     step_overhead_s: float = 2e-7   # per step of the sequential TIR loop (tiny bodies)
-    flop_seq_s: float = 5e-10       # per multiply-add inside the sequential loop
+    flop_seq_s: float = 4e-10       # per multiply-add inside the sequential loop
     flop_par_s: float = 2.5e-10     # per multiply-add in batched all-steps kernels, per core
-    iter_overhead_s: float = 2e-5   # per Newton iteration (kernel launches, convergence test)
-    newton_iters_full: int = 6      # typical DEER iterations for a contractive cell
-    newton_iters_diag: int = 24     # quasi-DEER needs more
+    iter_overhead_s: float = 8e-3   # per Newton iteration (op dispatch, convergence test)
+    full_iters_per_sqrt_t: float = 2.75  # K ~ 2.75 sqrt(T) measured (6 at T=8, 22 at T=64)
+
+
+def newton_iters(steps: int, jacobian: str, m: Machine) -> int:
+    """Expected Newton updates: never more than T (after k updates k steps are exact)."""
+    if jacobian == "diag":
+        return steps  # quasi-DEER on gated cells: measured ~T (no parallel gain)
+    return min(steps, math.ceil(m.full_iters_per_sqrt_t * math.sqrt(steps)))
 
 
 def newton_cost(steps: int, state: int, batch: int, jacobian: str, m: Machine) -> float:
     w = batch * 3 * state * state
     scan = batch * (state ** 3 if jacobian == "full" else state)
-    k = min(steps, m.newton_iters_full if jacobian == "full" else m.newton_iters_diag)
+    k = newton_iters(steps, jacobian, m)
     per_iter = (steps * (1 + state) * w + steps * max(1, math.ceil(math.log2(steps))) * scan)
     return k * (per_iter * m.flop_par_s / m.cores + m.iter_overhead_s)
 

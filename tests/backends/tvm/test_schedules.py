@@ -240,3 +240,76 @@ def test_gemm_epilogue_whose_intermediate_has_several_readers(epilogue, rows):
     want = ember.interpret(g, xi)
     got = vm["main"](tvm.runtime.tensor(xi)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+# ---- constant weights packed at compile time (schedules/packed.py) ----------------------------
+def _prepacked(params, body):
+    """Like _build, with prepack_weights between legalization and fusion (as build.py does)."""
+    from ember.backends.tvm.schedules import prepack_weights
+
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, *params))
+        bb.emit_func_output(out)
+    legal = tvm.transform.Sequential(PIPELINE[:3])(bb.get())
+    packed = prepack_weights(legal, TARGET)
+    return tvm.transform.Sequential(PIPELINE[3:])(packed)
+
+
+@pytest.mark.parametrize("lead,n,k,transposed", [
+    ((1,), 256, 96, False), ((7,), 10, 33, True), ((64,), 64, 256, False), ((3, 17), 48, 64, True),
+])
+def test_prepacked_weight_gemm_with_epilogue(lead, n, k, transposed):
+    w = _rand(n, k) if transposed else _rand(k, n)
+    b = _rand(n)
+    x = _var("x", (*lead, k))
+
+    def body(bb, xv):
+        wt = relax.op.permute_dims(relax.const(w)) if transposed else relax.const(w)
+        y = bb.emit(relax.op.matmul(xv, wt))
+        return relax.op.nn.silu(relax.op.add(y, relax.const(b)))
+
+    mod = _prepacked([x], body)
+    rules = _rules(mod)
+    assert "packed_matmul" in rules.values(), rules  # the constant weight was pre-packed
+    xa = _rand(*lead, k)
+    wkn = w.T if transposed else w
+    y = xa @ wkn + b
+    np.testing.assert_allclose(_run(mod, xa), y / (1 + np.exp(-y)), rtol=1e-4, atol=1e-4)
+
+
+def test_prepacked_gemm_symbolic_batch_every_size():
+    w = _rand(40, 24)
+    x = _var("x", (tirx.Var("n", "int64"), 40))
+    mod = _prepacked([x], lambda bb, xv: relax.op.matmul(xv, relax.const(w)))
+    assert "packed_matmul" in _rules(mod).values()
+    ex = tvm.compile(apply_cpu_schedules(mod, TARGET), target=TARGET)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    for rows in (1, 5, 6, 7, 13, 64):  # below, at and past the micro-tile height
+        xa = _rand(rows, 40)
+        got = vm["main"](tvm.runtime.tensor(xa)).numpy()
+        np.testing.assert_allclose(got, xa @ w, rtol=1e-4, atol=1e-4)
+
+
+def test_pack_weight_layout():
+    from ember.backends.tvm.schedules.packed import pack_weight
+
+    w = np.arange(3 * 20, dtype="float32").reshape(3, 20)
+    p = pack_weight(w, 8)
+    assert p.shape == (3, 3, 8)
+    for j in range(24):
+        for kk in range(3):
+            assert p[j // 8, kk, j % 8] == (w[kk, j] if j < 20 else 0.0)
+
+
+def test_non_constant_or_integer_weights_are_not_prepacked():
+    from ember.backends.tvm.schedules.packed import BLOCK
+
+    a, b = _var("a", (4, 8)), _var("b", (8, 16))
+    mod = _prepacked([a, b], lambda bb, av, bv: relax.op.matmul(av, bv))
+    w = RNG.integers(-3, 3, (8, 16)).astype("int32")
+    ai = _var("ai", (4, 8), "int32")
+    mod_i = _prepacked([ai], lambda bb, av: relax.op.matmul(av, relax.const(w)))
+    for m in (mod, mod_i):
+        assert BLOCK not in m.script(show_meta=False)

@@ -164,7 +164,7 @@ def fake_timer():
 
 
 def test_speed_check_keeps_slower_layers_float(mlp, fake_timer):
-    z, g, calib, _ = mlp
+    _, g, calib, _ = mlp
     # fc2 (K=128) "measures" faster quantized, the others slower
     calls = fake_timer(lambda fg, qg: (1.0, 0.5) if fg.inputs[0].type.shape[-1] == 128
                        else (1.0, 2.0))
@@ -188,7 +188,7 @@ def test_speed_check_keeps_slower_layers_float(mlp, fake_timer):
 
 @pytest.mark.parametrize("opt", ["force=true", "keep_slower=true"])
 def test_force_and_keep_slower_skip_the_speed_check(mlp, fake_timer, opt):
-    z, g, calib, _ = mlp
+    _, g, calib, _ = mlp
     calls = fake_timer(lambda fg, qg: (1.0, 2.0))
     p = Pipeline.parse(f"quantize{{scheme=int8,{opt},show_progress=false}}")
     q = p.run(g, calibration=calib)
@@ -301,3 +301,40 @@ def test_fused_quantize_conv_kernel_is_exact(stride, padding, relu):
     fn = _compile_graph(g)
     xs = rng.standard_normal((2, 3, 7, 9)).astype(F32)
     np.testing.assert_allclose(fn(xs), ember.interpret(g, xs), rtol=1e-6, atol=1e-5)
+
+
+def _asm(executable) -> str:
+    mods = [executable.mod] if hasattr(executable, "mod") else [executable]
+    text = []
+    while mods:
+        m = mods.pop()
+        if m.kind in ("llvm", "static_library"):  # the VM bytecode module has no asm
+            text.append(m.inspect_source("asm"))
+        mods.extend(m.imports if hasattr(m, "imports") else [])
+    return "\n".join(text)
+
+
+def test_vnni_kernel_compiles_for_cascadelake():
+    """Codegen only (this host has no AVX-512): the target picks the vpdpbusd kernel."""
+    from ember.backends.tvm.build import build
+    from ember.backends.tvm.lower import lower
+
+    rng = np.random.default_rng(5)
+    g = Graph("vnni")
+    x = g.add_input("x", TensorType(("batch", 40), DType.f32))
+    xq = g.add("quant.quantize", x, g.const(np.array(0.03, F32)), g.const(np.array(2, np.int32)))
+    g.set_outputs(g.add("quant.linear_int8", xq,
+                        g.const(rng.integers(-127, 128, (24, 40)).astype(np.int8)),
+                        g.const(np.array(0.03, F32)), g.const(np.array(2, np.int32)),
+                        g.const(np.full(24, 0.01, F32)), activation="relu"))
+    target = {"kind": "llvm", "mcpu": "cascadelake"}
+    asm = _asm(build(lower(g, target=target), target))
+    assert "vpdpbusd" in asm
+    host = _asm(build(lower(g, target="cpu"), "cpu"))
+    assert "vpdpbusd" not in host and ("vpmaddwd" in host) == ("avx2" in _host_flags())
+
+
+def _host_flags():
+    from ember.backends.tvm.targets import host_features
+
+    return host_features().flags

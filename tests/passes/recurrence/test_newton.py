@@ -9,7 +9,7 @@ import torch
 import ember
 from ember.backends.torch import GraphModule
 from ember.ir import DType, Graph, TensorType
-from ember.passes.recurrence.cost import choose
+from ember.passes.recurrence.cost import Machine, choose
 
 F32 = DType.f32
 
@@ -95,5 +95,5 @@ def test_cost_model_keeps_short_loops_sequential_and_notes_why():
     assert out.op_counts()["ctrl.scan"] == 1
     assert choose("nonlinear", 8, 32, cores=2, batch=4).strategy == "sequential"
     # many cores, a long sequence and a tiny state: Newton's T-parallel work pays off
-    assert choose("nonlinear", 1 << 16, 2, cores=4096, batch=1).strategy == "parallel_newton"
+    assert choose("nonlinear", 1 << 20, 2, batch=1, machine=Machine(cores=4096, iter_overhead_s=1e-5)).strategy == "parallel_newton"
     assert choose("diag", 4096, 64, cores=2).strategy == "parallel_scan"

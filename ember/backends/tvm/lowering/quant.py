@@ -14,6 +14,7 @@ from tvm import relax, te, tirx
 from ..kernels import binary_gemm as BG
 from ..kernels import int4 as I4
 from ..kernels import qgemm as QG
+from ..kernels import qgemm_vnni as QV
 from . import lowers, static_shape
 
 R = relax.op
@@ -104,13 +105,24 @@ def _epilogue_consts(cx, w2, out_scale, bias, n: int):
 
 
 def _fused_gemm(cx, op, xq, x_zp, w2, out_scale, bias, n: int, k: int, conv=None, relu=False):
-    """The one-kernel int8 GEMM (quantize + im2col + pack + GEMM + epilogue) on AVX2."""
+    """The one-kernel int8 GEMM (quantize + im2col + pack + GEMM + epilogue): vpdpbusd on
+    AVX-512 VNNI targets, vpmaddwd on AVX2 ones."""
     x, s, z, dt, (lo, hi) = _int8_source(cx, xq, x_zp, None if conv else k)
     src = QG.Source(dt, conv, lo, hi)
+    out = cx.tensor_type(op.results[0].type) if conv else \
+        relax.TensorType([x.ty.shape[0], n], "float32")
+    if _vnni():
+        wp = cx.emit_te(QV.pack_weights_te, w2, primfunc_name_hint="vnni_pack_w")
+        cs = cx.emit_te(QV.colsum_te, w2, primfunc_name_hint="vnni_colsum")
+        npad = QV.padded_n(n)
+        sc = cx.emit_te(_pad_vec, out_scale, npad, primfunc_name_hint="qgemm_pad")
+        b = cx.emit_te(_pad_vec, bias, npad, primfunc_name_hint="qgemm_pad") \
+            if bias is not None else cx.const(np.zeros(npad, np.float32), "float32")
+        gv = cx.bb.add_func(QV.vnni_int8_gemm(n, k, src, relu=relu), "qgemm_int8_vnni")
+        return relax.call_tir(gv, [x, s, z, wp, cs, sc, b], out)
     wp, sc, b = _epilogue_consts(cx, w2, out_scale, bias, n)
     gv = cx.bb.add_func(QG.int8_gemm(n, k, src, relu=relu), "qgemm_int8_avx2")
-    return relax.call_tir(gv, [x, s, z, wp, sc, b], cx.tensor_type(op.results[0].type)
-                          if conv else relax.TensorType([x.ty.shape[0], n], "float32"))
+    return relax.call_tir(gv, [x, s, z, wp, sc, b], out)
 
 
 def _portable_gemm(cx, centred, w2, out_scale, bias):
@@ -134,6 +146,12 @@ def _avx2() -> bool:
     return QG.has_feature(_target(), "avx2")
 
 
+def _vnni() -> bool:
+    """avx512vnni (LLVM's name; /proc/cpuinfo says avx512_vnni) -> the vpdpbusd kernel."""
+    t = _target()
+    return QG.has_feature(t, "avx512vnni") or (t is None and QG.has_feature(t, "avx512_vnni"))
+
+
 def _relu(op) -> bool:
     return op.attrs.get("activation", "none") == "relu"
 
@@ -141,7 +159,7 @@ def _relu(op) -> bool:
 @lowers("quant.linear_int8")
 def _(cx, op, xq, wq, x_scale, x_zp, w_scale, bias, activation="none"):
     n, k = static_shape(op.inputs[1].type, "quant.linear_int8 weight")
-    out_scale = cx.emit(R.multiply(x_scale, w_scale))
+    out_scale = cx.emit(R.multiply(x_scale, R.astype(w_scale, "float32")))
     if _avx2():
         y = cx.emit(_fused_gemm(cx, op, xq, x_zp, wq, out_scale, bias, n, k, relu=_relu(op)))
         return R.reshape(y, cx.shape(op.results[0].type))
@@ -166,11 +184,12 @@ def _(cx, op, x, wq, w_scale, bias):
             tirx.nearbyint(xv[i, j] / sv[i, 0]), 127.0), -127.0).astype("int8"), name="dynq")
 
     xq = cx.emit_te(quant, x2, s, primfunc_name_hint="dynq")
+    ws = cx.emit(R.astype(w_scale, "float32"))
     zero = cx.const(np.zeros((), np.int32), "int32")
     if _avx2():
-        y = cx.emit(_fused_gemm(cx, op, xq, zero, wq, w_scale, None, n, k))
+        y = cx.emit(_fused_gemm(cx, op, xq, zero, wq, ws, None, n, k))
     else:
-        y = cx.emit(_portable_gemm(cx, cx.emit(R.astype(xq, "int32")), wq, w_scale, None))
+        y = cx.emit(_portable_gemm(cx, cx.emit(R.astype(xq, "int32")), wq, ws, None))
     y = R.multiply(y, s)
     if bias is not None:
         y = R.add(cx.emit(y), bias)
@@ -186,7 +205,7 @@ def _(cx, op, xq, wq, x_scale, x_zp, w_scale, bias, stride=(1, 1), padding=(0, 0
     o, _, kh, kw = static_shape(op.inputs[1].type, "quant.conv2d_int8 weight")
     _, _, oh, ow = op.results[0].type.shape
     (sh, sw), (ph, pw), (dh, dw) = [(int(v[0]), int(v[1])) for v in (stride, padding, dilation)]
-    out_scale = cx.emit(R.multiply(x_scale, w_scale))
+    out_scale = cx.emit(R.multiply(x_scale, R.astype(w_scale, "float32")))
     kk = c * kh * kw
     w2 = cx.emit(R.reshape(wq, (o, kk)))
     if _avx2():
@@ -229,7 +248,8 @@ def _(cx, op, x, packed, scales, bias, k, group_size=32):
 
 def _xnor(cx, a_bits, b_bits, n: int, words: int, k: int):
     bt = cx.emit_te(BG.transpose_pad_words, b_bits, primfunc_name_hint="bgemm_pack_b")
-    gv = cx.bb.add_func(BG.binary_gemm(n, words, k), "binary_gemm_xnor")
+    kernel = BG.binary_gemm if QG.has_feature(_target(), "avx2") else BG.binary_gemm_portable
+    gv = cx.bb.add_func(kernel(n, words, k), "binary_gemm_xnor")
     return relax.call_tir(gv, [a_bits, bt], relax.TensorType([a_bits.ty.shape[0], n],
                                                                     "int32"))
 

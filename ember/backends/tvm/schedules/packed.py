@@ -25,10 +25,8 @@ from tvm.s_tir.dlight.analysis import get_root_block
 from .common import (
     CpuParams,
     cpu_params,
-    inline_consumers,
     inline_epilogue_intermediates,
     schedule_leftover_stages,
-    serial_below,
     static_extent,
 )
 
@@ -66,7 +64,7 @@ def packed_matmul_func(a_shape, k: int, n: int, nr: int, mr: int, dtype: str) ->
     the end re-read the last row of A), so the schedule's register tile needs no bounds check;
     only the copy into `out` (where the epilogue lands after fusion) is predicated.
     """
-    i64 = lambda v: tirx.IntImm("int64", v)  # noqa: E731 - relax shapes are int64
+    i64 = lambda v: tirx.IntImm("int64", v)
     a = te.placeholder(list(a_shape), dtype, "A")
     panels = -(-n // nr)
     w = te.placeholder((i64(panels), i64(k), i64(nr)), dtype, "W")
@@ -87,6 +85,8 @@ def packed_matmul_func(a_shape, k: int, n: int, nr: int, mr: int, dtype: str) ->
 
 def _match_const_matmul(func: tirx.PrimFunc):
     """(A buffer, B is [K, N] (True) or [N, K] (False)) for a plain legalized x @ B, else None."""
+    if func.attrs is not None and "tirx.is_scheduled" in func.attrs:
+        return None  # a hand-written kernel (e.g. kernels/binary_gemm.py), not a legalized matmul
     sch = s_tir.Schedule(func)
     blocks = sch.get_child_blocks(get_root_block(sch))
     if len(blocks) != 1 or len(func.params) != 3:
@@ -135,7 +135,7 @@ class _Packer(relax.PyExprMutator):
         self.cache: dict = {}
         self.count = 0
 
-    def visit_call_(self, call):  # noqa: D102 - relax visitor hook
+    def visit_call_(self, call):
         call = self.visit_expr_post_order(call)
         if call.op != tvm.ir.Op.get("relax.call_tir") or len(call.args) != 2:
             return call
@@ -231,17 +231,4 @@ class PackedMatmul:
         if out_loops:
             sch.vectorize(out_loops[-1])
         schedule_leftover_stages(sch, params, blk, out)
-        if work_known:
-            return sch
-        out_buf = sch.get(out).writes[0].source
-        work = tirx.IntImm("int64", k_ext)
-        for dim in out_buf.shape:
-            work = work * dim
-        return _Scheduled(serial_below(sch.mod["main"], work, PARALLEL_MIN_MACS))
-
-
-class _Scheduled:
-    """A finished function in the shape apply_cpu_schedules expects of a Schedule (`.mod`)."""
-
-    def __init__(self, func: tirx.PrimFunc):
-        self.mod = tvm.IRModule({"main": func})
+        return sch
