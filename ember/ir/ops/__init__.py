@@ -8,4 +8,4 @@ from .registry import (  # noqa: F401
     OpSchema, all_schemas, define_op, get_schema, has_schema,
 )
 # importing the family modules registers their ops
-from . import control, core, elementwise, indexing, nn, quant, reduce, shape, sparse  # noqa: F401,E402
+from . import attention, control, core, elementwise, indexing, nn, quant, reduce, shape, sparse  # noqa: F401,E402
