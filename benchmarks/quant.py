@@ -32,6 +32,10 @@ from ember.backends.tvm.targets import resolve  # noqa: E402
 from ember.ir import Graph, TensorType  # noqa: E402
 from ember.ir.ops.quant import pack_signs  # noqa: E402
 from ember.passes import Pipeline  # noqa: E402
+from ember.backends.tvm.layer_timer import TvmLayerTimer  # noqa: E402
+from ember.passes.quantize import cost as quant_cost  # noqa: E402
+
+quant_cost.install_oracle(TvmLayerTimer())  # the pass keeps layers float where int8 is slower
 
 
 def _timeit(fn, repeat: int = 10, warmup: int = 2) -> float:

@@ -37,6 +37,7 @@ def compile(module_or_graph: Any, example_inputs: Sequence[Any] | None = None, p
     from .runtime import write_artifact
 
     steps = _Steps(progress)
+    _install_speed_oracle()  # the quantize pass keeps a layer float where int8 is not faster
     pipeline = Pipeline.parse(passes)  # parse and resolve first: a typo in either should not
     spec = backend.resolve(target)  # wait for tracing
     checking = check and len(pipeline) > 0
@@ -61,6 +62,14 @@ def compile(module_or_graph: Any, example_inputs: Sequence[Any] | None = None, p
 
             return load(path)
     return path
+
+
+def _install_speed_oracle() -> None:
+    from .backends.tvm.layer_timer import TvmLayerTimer
+    from .passes.quantize import cost
+
+    if not cost.has_oracle():
+        cost.install_oracle(TvmLayerTimer())
 
 
 def import_model(model: Any, example_inputs: Sequence[Any] | None,

@@ -42,6 +42,19 @@ def _zero_point(em: Emitter, zp: Value, name: str, dtype: DType) -> str:
     return em.node("Cast", [name], to=onnx_type(dtype))
 
 
+def _f32_scale(em: Emitter, v: Value, name: str) -> str:
+    """Scales may be stored as f16 (smaller weights); ONNX's DequantizeLinear outputs the
+    scale's type, and the float op after it is f32, so widen them (exactly)."""
+    if v.dtype == DType.f32:
+        return name
+    known = _known(v)
+    if known is not None:
+        return em.const(known.astype(np.float32), "scale")
+    from .exporter import onnx_type
+
+    return em.node("Cast", [name], to=onnx_type(DType.f32))
+
+
 def _axis(op) -> int | None:
     axis = op.attrs.get("axis")
     return None if axis is None else int(axis)
@@ -51,7 +64,7 @@ def _axis(op) -> int | None:
 def _(em: Emitter, op, names):
     x, scale, zp = op.inputs
     dtype = op.results[0].dtype
-    return em.node("QuantizeLinear", [names[0], names[1], _zero_point(em, zp, names[2], dtype)],
+    return em.node("QuantizeLinear", [names[0], _f32_scale(em, scale, names[1]), _zero_point(em, zp, names[2], dtype)],
                    axis=_axis(op))
 
 
@@ -59,16 +72,18 @@ def _(em: Emitter, op, names):
 def _(em: Emitter, op, names):
     q, scale, zp = op.inputs
     return em.node("DequantizeLinear",
-                   [names[0], names[1], _zero_point(em, zp, names[2], q.dtype)], axis=_axis(op))
+                   [names[0], _f32_scale(em, scale, names[1]),
+                    _zero_point(em, zp, names[2], q.dtype)], axis=_axis(op))
 
 
 def _dequant_operands(em: Emitter, op, names) -> tuple[str, str]:
     """(x, w) as f32 ONNX values: x per tensor, w per output channel (axis 0, zero point 0)."""
     xq, wq = op.inputs[0], op.inputs[1]
-    x = em.node("DequantizeLinear", [names[0], names[2],
+    x = em.node("DequantizeLinear", [names[0], _f32_scale(em, op.inputs[2], names[2]),
                                      _zero_point(em, op.inputs[3], names[3], xq.dtype)])
     w_zp = em.const(np.zeros(wq.shape[0], dtype=np.int8), "w_zero_point")
-    w = em.node("DequantizeLinear", [names[1], names[4], w_zp], axis=0)
+    w = em.node("DequantizeLinear", [names[1], _f32_scale(em, op.inputs[4], names[4]), w_zp],
+                axis=0)
     return x, w
 
 

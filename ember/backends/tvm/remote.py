@@ -115,8 +115,9 @@ class RemoteModel(CompiledModel):
         return f"<RemoteModel {self.manifest.get('name', '?')} at {self.address} target={self.target}>"
 
     def close(self) -> None:
-        """Drop the remote VM and library; the server frees them when the session ends."""
-        self._vm = self._lib = self.session = None
+        """End the session (the server serves one session at a time, so close before the next
+        connection). Every remote handle must go: even a remote Device keeps the session open."""
+        self._vm = self._lib = self._device = self.session = None
 
     def __enter__(self) -> RemoteModel:
         return self

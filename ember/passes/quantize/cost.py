@@ -7,17 +7,15 @@ the float layer (with the relu that follows it, which the float schedule fuses) 
 quantized replacement (quantize fused into the int8 kernel, relu in its epilogue) — compiled
 for the host at the benchmark batch, answers the question directly. Each (scheme, shapes,
 attrs, host CPU, kernel sources) is measured once and kept in an in-process table and a JSON
-file (`$EMBER_CACHE_DIR`, default ~/.cache/ember/quant_speed.json), so re-running a pipeline
+file (`$EMBER_CACHE_DIR`, default ./.cache/ember/quant_speed.json), so re-running a pipeline
 does not rebuild. Timings: interleaved rounds, min of each (the machine may be shared).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +25,11 @@ import numpy as np
 from ...ir.graph import Graph
 from ...ir.types import TensorType
 
-__all__ = ["Speed", "cache_path", "measure_layer", "set_timer"]
+__all__ = ["Speed", "cache_path", "has_oracle", "install_oracle", "measure_layer", "set_timer"]
 
 _MEMO: dict[str, Speed] = {}
 _TIMER: Callable[[Graph, Graph, np.ndarray], tuple[float, float]] | None = None
+_ORACLE = None  # installed by a backend, see install_oracle
 
 
 @dataclass(frozen=True)
@@ -54,29 +53,25 @@ def set_timer(fn: Callable[[Graph, Graph, np.ndarray], tuple[float, float]] | No
     _MEMO.clear()
 
 
+def install_oracle(oracle) -> None:
+    """Set the speed oracle (an object with `key() -> str` and `time_pair(fg, qg, x)`).
+
+    Passes may not import a backend, so the backend installs itself:
+    `ember.backends.tvm.layer_timer.install()` (ember.compile does this for you).
+    """
+    global _ORACLE
+    _ORACLE = oracle
+    _MEMO.clear()
+
+
+def has_oracle() -> bool:
+    return _TIMER is not None or _ORACLE is not None
+
+
 def cache_path() -> Path:
-    root = os.environ.get("EMBER_CACHE_DIR") or os.path.join(Path.home(), ".cache", "ember")
+    """The timings file: $EMBER_CACHE_DIR, else .cache/ember under the working directory."""
+    root = os.environ.get("EMBER_CACHE_DIR") or os.path.join(os.getcwd(), ".cache", "ember")
     return Path(root) / "quant_speed.json"
-
-
-def _kernel_digest() -> str:
-    """Hash of the kernel and lowering sources: editing a kernel invalidates its timings."""
-    from ...backends.tvm import kernels
-    from ...backends.tvm.lowering import quant as lq
-
-    h = hashlib.sha1()
-    kdir = Path(kernels.__file__).parent
-    for p in sorted(kdir.glob("*.py")) + [Path(lq.__file__)]:
-        h.update(p.read_bytes())
-    return h.hexdigest()[:12]
-
-
-def _host() -> str:
-    from ...backends.tvm.targets import host_features, resolve
-
-    f = host_features()
-    return f"{f.model_name}|{f.physical_cores}|" + json.dumps(resolve("cpu").target_dict,
-                                                              sort_keys=True, default=str)
 
 
 def _load() -> dict[str, dict]:
@@ -100,44 +95,16 @@ def _store(key: str, s: Speed) -> None:
         pass  # an unwritable cache only costs a re-measurement
 
 
-def _compile(g: Graph):
-    import tvm
-    from tvm import relax
+def measure_layer(key_parts: dict, float_graph: Graph, quant_graph: Graph) -> Speed | None:
+    """Time `float_graph` against `quant_graph` (one input each), cached under `key_parts`.
 
-    from ...backends.tvm.build import build
-    from ...backends.tvm.lower import lower
-    from ...backends.tvm.targets import resolve
-
-    spec = resolve("cpu")
-    vm = relax.VirtualMachine(build(lower(g, target=spec), spec), tvm.cpu())
-    return vm["main"]
-
-
-def _time_pair(fg: Graph, qg: Graph, x: np.ndarray, rounds: int = 60, calls: int = 1):
-    """(float seconds, quantized seconds) per call: the minimum over interleaved calls, the
-    estimate least disturbed by other processes preempting a worker thread."""
-    import tvm
-
-    f, q = _compile(fg), _compile(qg)
-    xt = tvm.runtime.tensor(np.ascontiguousarray(x))
-    best = [float("inf"), float("inf")]
-    for fn in (f, q):
-        for _ in range(3):
-            fn(xt)
-    for _ in range(rounds):
-        for i, fn in enumerate((f, q)):
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn(xt)
-            best[i] = min(best[i], (time.perf_counter() - t0) / calls)
-    return best[0], best[1]
-
-
-def measure_layer(key_parts: dict, float_graph: Graph, quant_graph: Graph) -> Speed:
-    """Time `float_graph` against `quant_graph` (one input each), cached under `key_parts`."""
-    key = json.dumps({**key_parts, "host": _host(), "kernels": _kernel_digest()},
-                     sort_keys=True, default=str)
+    None when no oracle is installed: the caller reports the layer as unmeasured.
+    """
+    if _TIMER is None and _ORACLE is None:
+        return None
+    key = None
     if _TIMER is None:
+        key = json.dumps({**key_parts, "oracle": _ORACLE.key()}, sort_keys=True, default=str)
         if key in _MEMO:
             return _MEMO[key]
         hit = _load().get(key)
@@ -147,9 +114,9 @@ def measure_layer(key_parts: dict, float_graph: Graph, quant_graph: Graph) -> Sp
     t = float_graph.inputs[0].type
     x = np.random.default_rng(0).standard_normal(
         [int(d) for d in t.shape]).astype(t.dtype.to_numpy())
-    tf, tq = (_TIMER or _time_pair)(float_graph, quant_graph, x)
+    tf, tq = (_TIMER or _ORACLE.time_pair)(float_graph, quant_graph, x)
     s = Speed(round(tf * 1e6, 2), round(tq * 1e6, 2))
-    if _TIMER is None:
+    if key is not None:
         _MEMO[key] = s
         _store(key, s)
     return s

@@ -27,7 +27,7 @@ from ...ir.graph import Graph, Value
 from ..pipeline import Pass, PassContext, register_pass
 from .binary import binary_bases, emit_binary
 from .calibrate import collect
-from .cost import Speed, measure_layer, with_batch
+from .cost import Speed, has_oracle, measure_layer, with_batch
 from .int4 import int4_weight
 from .int8 import Layer, find_layers, fuse_relu, int8_dynamic, int8_static
 from .observers import make_observer
@@ -130,6 +130,13 @@ class Quantize(Pass):
         else:
             plan = [self.scheme] * len(layers)
         check = not (self.force or self.keep_slower or self.scheme == "mixed")
+        unchecked_reason = None
+        if check and not has_oracle():
+            check = False  # no backend timer installed: say so instead of guessing
+            unchecked_reason = ("no kernel timer installed, so layer speed was not checked; "
+                                "ember.compile installs one; from Python: ember.passes.quantize."
+                                "cost.install_oracle(ember.backends.tvm.layer_timer."
+                                "TvmLayerTimer())")
         rows = [self._rewrite(graph, L, s, a, p, check) for L, s, a, p in
                 zip(layers, plan, acts, act_params)]
         rows += [LayerRow(n, "float (skip)", 32, 0, 0, None, "kept float by skip=")
@@ -139,7 +146,8 @@ class Quantize(Pass):
         ctx.note(scheme=self.scheme, layers=[r.as_dict() for r in rows],
                  quantized_weight_bytes=total_q, float_weight_bytes=total_f,
                  weight_ratio=round(total_q / total_f, 4) if total_f else None,
-                 speed_checked=check, kept_float_slower=[r.layer for r in rows
+                 speed_checked=check, speed_unchecked_reason=unchecked_reason,
+                 kept_float_slower=[r.layer for r in rows
                                                          if r.scheme == "float (slower)"],
                  table=render(rows))
         graph.meta.setdefault("quantization", []).append([r.as_dict() for r in rows])

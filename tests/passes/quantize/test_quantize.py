@@ -200,8 +200,11 @@ def test_speed_check_measures_and_caches(mlp, tmp_path, monkeypatch):
     pytest.importorskip("tvm")
     from ember.passes.quantize import cost
 
+    from ember.backends.tvm.layer_timer import TvmLayerTimer
+
     monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path))
     cost.set_timer(None)
+    monkeypatch.setattr(cost, "_ORACLE", TvmLayerTimer())  # restored after the test
     z, g, calib, acc = mlp
     spec = "quantize{scheme=int8,skip=fc1,show_progress=false}"
     p = Pipeline.parse(spec)
