@@ -101,10 +101,11 @@ def cmd_passes(args: argparse.Namespace) -> int:
         raise EmberError(f"unknown pass(es) {', '.join(unknown)}; known: {', '.join(registry)}")
     table = Table(title="registered passes (use as --passes \"name{option=value,...}\")",
                   title_justify="left", show_lines=True)
-    table.add_column("pass", no_wrap=True)
-    table.add_column("options", no_wrap=True)
-    table.add_column("numerics", no_wrap=True)
-    table.add_column("description", overflow="fold", min_width=30)
+    # The pass name is what users type: never wrap or crop it; long option lists fold instead.
+    table.add_column("pass", no_wrap=True, min_width=max(map(len, registry), default=4))
+    table.add_column("options", overflow="fold", ratio=2)
+    table.add_column("numerics", overflow="fold", ratio=1)
+    table.add_column("description", overflow="fold", ratio=3)
     for name, cls in registry.items():
         if args.names and name not in args.names:
             continue

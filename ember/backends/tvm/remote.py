@@ -18,6 +18,7 @@ Imports only the TVM runtime and ember.runtime: usable from a deploy host withou
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from collections.abc import Sequence
@@ -75,7 +76,7 @@ class RemoteModel(CompiledModel):
     """
 
     def __init__(self, artifact_path: str | os.PathLike, address: str, *, key: str = "",
-                 session_timeout: float = 0):  # noqa: D107 - CompiledModel.__init__ not called
+                 session_timeout: float = 0):  # CompiledModel.__init__ is not called: no local load
         artifact = read_artifact(artifact_path, check_target=False)
         self.path = artifact.path
         self.manifest: dict[str, Any] = artifact.manifest
@@ -118,11 +119,12 @@ class RemoteModel(CompiledModel):
         """End the session (the server serves one session at a time, so close before the next
         connection). Every remote handle must go: even a remote Device keeps the session open."""
         self._vm = self._lib = self._device = self.session = None
+        gc.collect()  # TVM's Python VM/RPC wrappers can sit in reference cycles that keep it open
 
-    def __enter__(self) -> RemoteModel:
+    def __enter__(self) -> RemoteModel:  # noqa: PYI034
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ---- calling ------------------------------------------------------------------------

@@ -247,13 +247,13 @@ _EDGE: dict[str, tuple[dict[str, Any], str, str, str]] = {
                 "64-bit Arm (ARMv8-A) Linux with NEON: Raspberry Pi 4/5, Jetson, Graviton"),
     "aarch64-sve": ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+sve"]},
                     "aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu",
-                    "64-bit Arm Linux with SVE (Graviton 3+, Neoverse V1/V2, A64FX); "
-                    "the code traps on cores without SVE"),
+                    ("64-bit Arm Linux with SVE (Graviton 3+, Neoverse V1/V2, A64FX); "
+                     "the code traps on cores without SVE")),
     "armv7": ({"kind": "llvm", "mtriple": "armv7a-linux-gnueabihf",
                "mattr": ["+neon", "+vfp4", "+thumb2"], "mfloat-abi": "hard"},
               "arm-linux-gnueabihf-g++", "g++-arm-linux-gnueabihf",
-              "32-bit ARMv7-A Linux, hard-float ABI, NEON + VFPv4 (Raspberry Pi 2/3 32-bit OS, "
-              "Cortex-A7/A9/A15)"),
+              ("32-bit ARMv7-A Linux, hard-float ABI, NEON + VFPv4 (Raspberry Pi 2/3 32-bit OS, "
+               "Cortex-A7/A9/A15)")),
     "riscv64": ({"kind": "llvm", "mtriple": "riscv64-linux-gnu",
                  "mattr": ["+64bit", "+m", "+a", "+f", "+d", "+c", "+v"], "mabi": "lp64d"},
                 "riscv64-linux-gnu-g++", "g++-riscv64-linux-gnu",

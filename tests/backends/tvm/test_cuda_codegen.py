@@ -87,7 +87,7 @@ def test_nvcc_compiles_generated_source_to_cubin(cuda_build, tmp_path):
     _, ex = cuda_build
     (tmp_path / "k.cu").write_text(_cuda_source(ex))
     proc = subprocess.run([nvcc, "-cubin", "-arch=sm_90", "-O3", "-o", str(tmp_path / "k.cubin"),
-                           str(tmp_path / "k.cu")], capture_output=True, text=True, timeout=300)
+                           str(tmp_path / "k.cu")], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     cubin = (tmp_path / "k.cubin").read_bytes()
     assert cubin[:4] == b"\x7fELF" and b"fused_matmul" in cubin

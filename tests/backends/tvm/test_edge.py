@@ -143,7 +143,7 @@ def test_aarch64_artifact_runs_under_qemu_and_matches_x86(mlp, tmp_path):
     proc = subprocess.run(
         ["qemu-aarch64", "-L", str(sysroot), str(sysroot / "usr/bin/python3.11"),
          str(tmp_path / "run.py"), str(arm), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
-        env=env, capture_output=True, text=True, timeout=300)
+        env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = np.load(tmp_path / "y.npy")
     assert got.shape == want.shape
