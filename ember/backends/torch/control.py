@@ -67,7 +67,7 @@ class _TorchOps:
 def _(inputs, num_xs, max_iters, tol, jacobian, regions):
     """DEER Newton iteration in torch (same algorithm as the numpy reference); the sequential
     scan when it does not converge. Gradients flow through the final all-steps evaluation."""
-    from ...ir.ops.control import newton_solve
+    from ...ir.ops.parallel_scan import newton_solve
 
     body, fall, jall = regions
     rest = list(inputs[1:])

@@ -8,4 +8,7 @@ from .registry import (  # noqa: F401
     OpSchema, all_schemas, define_op, get_schema, has_schema,
 )
 # importing the family modules registers their ops
-from . import attention, control, core, elementwise, indexing, nn, quant, reduce, shape, sparse  # noqa: F401,E402
+from . import (  # noqa: F401,E402
+    attention, control, core, elementwise, indexing, nn, parallel_scan, quant, quant_lowbit,
+    reduce, shape, sparse,
+)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir.graph import Graph, Value
-from ...ir.ops.quant import pack_signs
+from ...ir.ops.quant_lowbit import pack_signs
 from .int8 import Layer
 
 __all__ = ["binary_bases", "emit_binary"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir.graph import Graph, Value
-from ...ir.ops.quant import pack_signs
+from ...ir.ops.quant_lowbit import pack_signs
 from .int8 import Layer
 
 __all__ = ["partial_binary", "partial_parts"]

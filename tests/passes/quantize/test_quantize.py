@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 import ember
 from ember.ir import DType, Graph, TensorType
 from ember.ir.ops import get_schema
-from ember.ir.ops.quant import pack_int4, pack_signs, unpack_int4, unpack_signs
+from ember.ir.ops.quant_lowbit import pack_int4, pack_signs, unpack_int4, unpack_signs
 from ember.passes import Pipeline
 from ember.passes.quantize.binary import binary_bases
 from ember.passes.quantize.observers import affine_params, fake_quant, make_observer
