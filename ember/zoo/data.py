@@ -61,3 +61,8 @@ def calibration_indices(n_train: int) -> list[np.ndarray]:
         order[i * CALIBRATION_BATCH_SIZE : (i + 1) * CALIBRATION_BATCH_SIZE]
         for i in range(CALIBRATION_BATCHES)
     ]
+
+
+def images_nchw(pixels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Flat [n, 64] pixels -> NCHW images [n, 1, 8, 8] (the input of the image models)."""
+    return (np.ascontiguousarray(pixels, dtype=np.float32).reshape(-1, 1, 8, 8),)

@@ -8,11 +8,11 @@ breaks naive per-layer pruning).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
 from ember.zoo.base import ZooModel, classifier_zoo_model
+from ember.zoo.data import images_nchw
 
 NAME = "digits_cnn"
 INPUT_NAMES = ("x",)
@@ -52,9 +52,7 @@ def build() -> DigitsCNN:
     return DigitsCNN()
 
 
-def preprocess(pixels: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Flat [n, 64] pixels -> NCHW images [n, 1, 8, 8]."""
-    return (np.ascontiguousarray(pixels, dtype=np.float32).reshape(-1, 1, 8, 8),)
+preprocess = images_nchw  # flat [n, 64] pixels -> [n, 1, 8, 8]
 
 
 def load() -> ZooModel:

@@ -9,12 +9,12 @@ pre-norm blocks with separate q/k/v/out projections (targets for QKV fusion and 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ember.zoo.base import ZooModel, classifier_zoo_model
+from ember.zoo.data import images_nchw
 
 NAME = "digits_vit"
 INPUT_NAMES = ("x",)
@@ -106,9 +106,7 @@ def build() -> DigitsViT:
     return DigitsViT()
 
 
-def preprocess(pixels: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Flat [n, 64] pixels -> NCHW images [n, 1, 8, 8]."""
-    return (np.ascontiguousarray(pixels, dtype=np.float32).reshape(-1, 1, 8, 8),)
+preprocess = images_nchw  # flat [n, 64] pixels -> [n, 1, 8, 8]
 
 
 def load() -> ZooModel:
