@@ -30,141 +30,36 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / ".cache" / "onnx-node-tests"
 COLUMNS = ("interp", "tvm", "ort", "tvm_onnx")
 RTOL, ATOL = 1e-3, 1e-7
 
 
-# ---- the cache ------------------------------------------------------------------------------
-def generate(cache: Path = CACHE) -> list[dict]:
-    """Write every node test case into `cache` (once) and return the index."""
-    index_path = cache / "index.json"
-    if index_path.exists():
-        return json.loads(index_path.read_text())
-    import warnings
+try:  # imported as benchmarks.onnx_conformance (tests) or run as a script (workers)
+    from benchmarks.onnx_node_cases import (
+        CACHE,
+        claimed,
+        generate,
+        load_case,
+        model_ops,
+        primary_op,
+        static_bindings,
+    )
+except ModuleNotFoundError:
+    from onnx_node_cases import (  # type: ignore
+        CACHE,
+        claimed,
+        generate,
+        load_case,
+        model_ops,
+        primary_op,
+        static_bindings,
+    )
 
-    import onnx
-    from onnx.backend.test.case.node import collect_testcases
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cases = collect_testcases()
-    index = []
-    for case in cases:
-        d = cache / case.name
-        d.mkdir(parents=True, exist_ok=True)
-        onnx.save(case.model, str(d / "model.onnx"))
-        for k, (ins, outs) in enumerate(case.data_sets or []):
-            arrays = {f"in{i}": _plain(a) for i, a in enumerate(ins)}
-            arrays.update({f"out{i}": _plain(a) for i, a in enumerate(outs)})
-            np.savez(d / f"data_{k}.npz", **arrays)
-        index.append({"name": case.name, "op": primary_op(case.name, case.model),
-                      "ops": sorted(model_ops(case.model)),
-                      "datasets": len(case.data_sets or []), "rtol": case.rtol,
-                      "atol": case.atol})
-    index_path.write_text(json.dumps(index, indent=0))
-    return index
-
-
-def _plain(a):
-    """Tensors as arrays; sequences/optionals (a few cases) as 1-element object arrays."""
-    import onnx
-
-    if type(a).__name__ == "TensorProto":
-        a = onnx.numpy_helper.to_array(a)
-    if isinstance(a, np.ndarray) and a.dtype.type.__module__ == "numpy":
-        return a
-    box = np.empty(1, dtype=object)
-    if isinstance(a, np.ndarray):  # ml_dtypes (float8, int4, ...): npz cannot hold them
-        box[0] = ("tensorproto", onnx.numpy_helper.from_array(a).SerializeToString())
-        return box
-    box = np.empty(1, dtype=object)
-    box[0] = a
-    return box
-
-
-def model_ops(model) -> set[str]:
-    """Every op type in the model, bodies of control-flow ops included."""
-    out: set[str] = set()
-
-    def walk(graph):
-        for node in graph.node:
-            out.add(node.op_type if node.domain in ("", "ai.onnx") else
-                    f"{node.domain}.{node.op_type}")
-            for a in node.attribute:
-                if a.HasField("g"):
-                    walk(a.g)
-                for g in a.graphs:
-                    walk(g)
-    walk(model.graph)
-    return out
-
-
-def primary_op(name: str, model) -> str:
-    """The op a case tests: its single node, or for an expanded function body the op named by
-    the case (test_<op>_..._expanded), matched against ONNX's schema names."""
-    nodes = model.graph.node
-    if len(nodes) == 1:
-        return nodes[0].op_type
-    import onnx
-
-    key = name[len("test_"):].replace("_", "").lower()
-    names = sorted((s.name for s in onnx.defs.get_all_schemas()), key=len, reverse=True)
-    for n in names:
-        if key.startswith(n.lower()):
-            return n
-    return nodes[0].op_type if nodes else "?"
-
-
-def load_case(name: str, cache: Path = CACHE):
-    import onnx
-
-    d = cache / name
-    model = onnx.load(str(d / "model.onnx"))
-    datasets = []
-    for f in sorted(d.glob("data_*.npz")):
-        z = np.load(f, allow_pickle=True)
-        ins = [_unbox(z[f"in{i}"]) for i in range(sum(k.startswith("in") for k in z.files))]
-        outs = [_unbox(z[f"out{i}"]) for i in range(sum(k.startswith("out") for k in z.files))]
-        datasets.append((ins, outs))
-    return model, datasets
-
-
-def _unbox(a: np.ndarray):
-    if a.dtype != object or a.shape != (1,):
-        return a
-    item = a[0]
-    if isinstance(item, tuple) and len(item) == 2 and item[0] == "tensorproto":
-        import onnx
-
-        proto = onnx.TensorProto()
-        proto.ParseFromString(item[1])
-        return onnx.numpy_helper.to_array(proto)
-    return item
-
-
-def claimed(entry: dict) -> bool:
-    """Does ember claim every op type of this case (a converter exists for each)?"""
-    from ember.frontends.onnx import CONVERTERS
-
-    return all(op in CONVERTERS for op in entry["ops"])
+__all__ = ["CACHE", "claimed", "generate", "load_case", "model_ops", "primary_op", "run_all",
+           "run_case", "static_bindings", "summarize"]
 
 
 # ---- one case, one column ---------------------------------------------------------------------
-def static_bindings(model, inputs: list) -> dict[str, np.ndarray]:
-    """Graph inputs that feed a shape operand (ONNX STATIC_INPUTS slots) become constants."""
-    from ember.frontends.onnx import STATIC_INPUTS
-
-    names = [vi.name for vi in model.graph.input]
-    feeds = {n: a for n, a in zip(names, inputs)}
-    out = {}
-    for node in model.graph.node:
-        for slot in STATIC_INPUTS.get(node.op_type, ()):
-            if slot < len(node.input) and node.input[slot] in feeds:
-                out[node.input[slot]] = feeds[node.input[slot]]
-    return out
-
-
 def compare(got: list, want: list, rtol: float = RTOL, atol: float = ATOL) -> str | None:
     """None when outputs match (onnx runner tolerances), else what differs."""
     if len(got) != len(want):
@@ -307,8 +202,9 @@ def run_case(name: str, column: str, cache: Path = CACHE, rtol: float = RTOL,
 def _is_import_refusal(column: str, e: Exception) -> bool:
     text = f"{type(e).__name__}: {e}"
     if column == "ort":
-        return any(s in text for s in ("NOT_IMPLEMENTED", "INVALID_GRAPH", "Could not find an "
-                                       "implementation", "not supported", "NotImplemented"))
+        return any(s in text for s in ("NOT_IMPLEMENTED", "INVALID_GRAPH",
+                                       "Could not find an implementation", "not supported",
+                                       "NotImplemented"))
     return isinstance(e, (NotImplementedError, KeyError)) or "not supported" in text.lower() \
         or "not implemented" in text.lower()
 

@@ -1,13 +1,16 @@
 """Pruning benchmark: accuracy, FLOPs and measured latency of pruned zoo models, one run.
 
-    .venv/bin/python benchmarks/prune.py [--quick] [--json out.json]
+    .venv/bin/python benchmarks/prune.py [--quick] [--json out.json] [--seed 0]
+
+Writes the table to benchmarks/results/prune.{md,json} too (not with --quick or --models).
 
 Cases (the goals of issue 6):
   digits_cnn / digits_vit: prune_channels{ratio=0.5} + finetune (distilled), compiled with
       ember.compile for batch 64; latency measured interleaved with the unpruned artifact.
   digits_mlp 2:4: prune_nm + finetune; the compiled model and a large single layer
       (64 x 1024 -> 1024) timed against the dense kernel.
-  digits_mlp low rank: lowrank{rank_ratio=0.5} + finetune.
+  digits_mlp low rank: lowrank{params=0.5} (ranks from one energy threshold for every layer, the
+      highest that fits half the parameters) + finetune (distilled from the unpruned logits).
 Accuracy is z.evaluate through the reference interpreter (ember.interpret). Timings are medians
 of interleaved calls (A, B, A, B, ...), so machine load hits both sides alike.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -104,7 +108,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer finetune steps and timings")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--models", default="", help="comma-separated zoo names to run (default all)")
+    ap.add_argument("--seed", type=int, default=0, help="finetune seed of the low-rank case")
     args = ap.parse_args()
+    # recovery training runs small GEMMs: one torch thread is as fast and does not stall on a
+    # busy machine (the compiled artifacts use TVM's own thread pool)
+    torch.set_num_threads(1)
     steps = 100 if args.quick else 800
     repeat = 30 if args.quick else 200
     cases = [
@@ -112,8 +120,8 @@ def main() -> None:
         ("digits_vit", (f"prune_channels{{ratio=0.5,criterion=taylor}},"
                        f"finetune{{zoo=digits_vit,steps={steps},lr=0.003}}")),
         ("digits_mlp", f"prune_nm{{n=2,m=4}},finetune{{zoo=digits_mlp,steps={steps}}}"),
-        ("digits_mlp", (f"lowrank{{rank_ratio=0.5}},"
-                       f"finetune{{zoo=digits_mlp,steps={2 * steps},lr=0.003}}")),
+        ("digits_mlp", (f"lowrank{{params=0.5}},"
+                       f"finetune{{zoo=digits_mlp,steps={2 * steps},lr=0.003,seed={args.seed}}}")),
     ]
     results = {"cases": [], "note": "timings interleaved in one process; machine may be loaded"}
     for name, spec in cases:
@@ -128,8 +136,34 @@ def main() -> None:
               f"({r['latency_ratio']:.3f}x)", flush=True)
     results["nm_kernel"] = nm_kernel(repeat)
     print("2:4 kernel vs dense:", results["nm_kernel"], flush=True)
+    results["load_average"] = os.getloadavg()
+    print("load average", tuple(round(v, 2) for v in results["load_average"]))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    if not args.quick and not args.models:
+        out = Path(__file__).resolve().parent / "results"
+        out.mkdir(exist_ok=True)
+        (out / "prune.json").write_text(json.dumps(results, indent=1, default=str))
+        (out / "prune.md").write_text(markdown(results, sys.argv[1:]))
+
+
+def markdown(results: dict, argv: list[str]) -> str:
+    rows = ["# Pruning (benchmarks/prune.py)", "",
+            f"Command: `.venv/bin/python benchmarks/prune.py {' '.join(argv)}`", "",
+            ("| model | pipeline | accuracy | drop (pt) | FLOPs | params | latency ms "
+             "(batch 64) | latency ratio |"), "|---|---|---|---|---|---|---|---|"]
+    for r in results["cases"]:
+        rows.append(f"| {r['model']} | `{r['spec']}` | {r['accuracy_base']:.4f} -> "
+                    f"{r['accuracy_after']:.4f} | {r['accuracy_drop_pt']:+.2f} | "
+                    f"{r['flops_ratio']:.3f}x | {r['params_ratio']:.3f}x | "
+                    f"{r['latency_ms_base']:.3f} -> {r['latency_ms_pruned']:.3f} | "
+                    f"{r['latency_ratio']:.3f}x |")
+    k = results["nm_kernel"]
+    load = ", ".join(f"{v:.2f}" for v in results["load_average"])
+    rows += ["", (f"2:4 kernel {k['shape']}: dense {k['dense_ms']} ms, 2:4 {k['nm_2_4_ms']} ms "
+                  f"({k['speedup']}x)."), "", (f"Load average at the end (1/5/15 min): {load}; "
+                  "timings are interleaved medians, so load hits both sides alike."), ""]
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

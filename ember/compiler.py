@@ -25,12 +25,19 @@ def compile(module_or_graph: Any, example_inputs: Sequence[Any] | None = None, p
             target: str | dict = "cpu", output: str | os.PathLike | None = None,
             calibration: Sequence[tuple] | None = None,
             dynamic_dims: Mapping[Any, Mapping[int, str]] | None = None, check: bool = True,
-            progress: bool = True):
+            progress: bool = True, tune: Any = False,
+            records: str | os.PathLike | bool | None = None):
     """Compile a torch module (or an ember Graph, or a .onnx path) into a .ember artifact.
 
     Returns the artifact's Path when `output` is given, else the loaded `CompiledModel`.
     `check=True` runs the reference interpreter after every pass and enforces each pass's
     stated tolerance. On any failure nothing is written at `output`.
+
+    Tuning (MetaSchedule, see backends/tvm/tune.py): `tune=True` or `tune=<trials>` (or a
+    `TuneConfig`) tunes the kernels that have no decision in the records yet, and
+    the build applies the winning records. `records`: the records directory; by default
+    `output` with the suffix `.tune` (`model.ember` -> `model.tune/`), used whenever it exists,
+    so the next compile reuses it without tuning again; `records=False` ignores it.
     """
     from .backends import tvm as backend
     from .passes import Pipeline
@@ -49,12 +56,20 @@ def compile(module_or_graph: Any, example_inputs: Sequence[Any] | None = None, p
                              progress=step.pass_progress)
     with steps("lower"):
         relax_module = backend.lower(graph, target=spec)
+    records_dir, tune_config = _tuning(tune, records, output, progress)
+    if tune_config is not None:
+        with steps("tune", live=False):
+            tuned = _tune(relax_module, spec, records_dir, tune_config, steps)
     with steps("build"):
-        executable = backend.build(relax_module, spec)
+        executable = backend.build(relax_module, spec, records=records_dir)
     with steps("write"), tempfile.TemporaryDirectory(prefix="ember-build-") as tmp:
         library = backend.export(executable, Path(tmp) / "lib.so")
         steps.timings.update({f"build.{k}": v for k, v in executable.ember_timings.items()})
-        manifest = make_manifest(graph, spec, pipeline, steps.timings)
+        tuning = getattr(executable, "ember_tuning", None)
+        if tuning is not None and tune_config is not None:
+            tuning = {**tuning, "tuned_now": tuned}
+        manifest = make_manifest(graph, spec, pipeline, steps.timings,
+                                 extra={"tuning": tuning} if tuning else None)
         path = Path(output) if output is not None else Path(tmp) / "model.ember"
         write_artifact(path, manifest=manifest, lib=Path(library), ir_text=str(graph))
         if output is None:  # load before the temp dir goes away
@@ -62,6 +77,47 @@ def compile(module_or_graph: Any, example_inputs: Sequence[Any] | None = None, p
 
             return load(path)
     return path
+
+
+def _tuning(tune: Any, records: Any, output: Any, progress: bool) -> tuple[Path | None, Any]:
+    """(records dir or None, TuneConfig or None) from compile's `tune` and `records`."""
+    from .backends.tvm.tune import Records, TuneConfig, default_records_dir
+
+    if records is False:
+        if tune:
+            raise InputError("tune=... needs a records directory; records=False turns it off")
+        return None, None
+    path = Path(records) if records not in (None, True) else (
+        default_records_dir(output) if output is not None else None)
+    if isinstance(tune, TuneConfig):
+        config = tune
+    elif tune is True:
+        config = TuneConfig(progress=progress)
+    elif isinstance(tune, int) and not isinstance(tune, bool) and tune > 0:
+        config = TuneConfig(trials=tune, progress=progress)
+    elif tune in (False, None, 0):
+        config = None
+    else:
+        raise InputError(f"tune={tune!r}: pass True, a number of trials (> 0) or a TuneConfig")
+    if config is not None and path is None:
+        raise InputError("tuning without `output` needs records=DIR to keep the tuning "
+                         "records in")
+    if path is not None and config is None and not Records(path).exists:  # a file: error here
+        if records not in (None, True):
+            raise InputError(f"no tuning records in {path} (expected {path}/summary.json); "
+                             "tune first with `ember tune ... --records DIR` or pass tune=")
+        return None, None
+    return path, config
+
+
+def _tune(relax_module: Any, spec: Any, records_dir: Path, config: Any, steps: _Steps) -> dict:
+    from .backends.tvm.tune import tune_module
+
+    report = tune_module(relax_module, spec, records_dir, config, log_fn=steps.note)
+    if report["reused"]:
+        steps.note(f"tuning records in {records_dir} cover every kernel: reused, not re-tuned")
+    return {k: report[k] for k in ("kernels", "skipped_dynamic", "tuned", "kept_ember",
+                                   "trials", "reused")}
 
 
 def _install_speed_oracle() -> None:
@@ -98,7 +154,8 @@ def import_model(model: Any, example_inputs: Sequence[Any] | None,
     return trace(model, tuple(example_inputs), dynamic_dims=dynamic_dims)
 
 
-def make_manifest(graph: Any, spec: Any, pipeline: Any, timings: Mapping[str, float]) -> dict:
+def make_manifest(graph: Any, spec: Any, pipeline: Any, timings: Mapping[str, float],
+                  extra: Mapping[str, Any] | None = None) -> dict:
     """The manifest (minus versions and hashes) describing the compiled graph and its target."""
     import tvm
 
@@ -114,7 +171,7 @@ def make_manifest(graph: Any, spec: Any, pipeline: Any, timings: Mapping[str, fl
     return build_manifest(target=target, inputs=tensor_specs(graph.inputs, "input"),
                           outputs=tensor_specs(graph.outputs, "output"),
                           pipeline={"spec": str(pipeline), "report": report}, timings=timings,
-                          tvm_version=tvm.__version__, name=graph.name)
+                          tvm_version=tvm.__version__, name=graph.name, extra=extra)
 
 
 def _samples(example_inputs: Sequence[Any] | None) -> list[tuple] | None:
@@ -141,15 +198,21 @@ class _Steps:
         self._name = ""
 
     @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[_Steps]:
+    def __call__(self, name: str, live: bool = True) -> Iterator[_Steps]:
+        """`live=False`: no spinner (the step shows its own progress bar)."""
         self._name = name
         t0 = time.perf_counter()
-        status = self._console.status(f"{name}...") if self._console else contextlib.nullcontext()
+        status = self._console.status(f"{name}...") if self._console and live \
+            else contextlib.nullcontext()
         with status as self._status:
             yield self
         self.timings[name] = time.perf_counter() - t0
         if self._console:
             self._console.print(f"[green]✓[/] {name:<7} {self.timings[name]:6.2f}s")
+
+    def note(self, message: str) -> None:
+        if self._console:
+            self._console.print(f"  {message}", highlight=False)
 
     def pass_progress(self, pass_name: str, index: int, total: int) -> None:
         if self._status is not None:

@@ -30,7 +30,7 @@ def mlp_artifact(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("command", [[], ["compile"], ["run"], ["inspect"], ["passes"], ["opt"],
-                                     ["bench"]])
+                                     ["bench"], ["tune"]])
 def test_help_for_every_command(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([*command, "--help"])
@@ -40,7 +40,7 @@ def test_help_for_every_command(command, capsys):
 
 def test_every_subcommand_is_declared():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) == {"compile", "run", "inspect", "passes", "opt", "bench"}
+    assert set(sub.choices) == {"compile", "run", "inspect", "passes", "opt", "bench", "tune"}
 
 
 def test_compile_zoo_and_run_with_inputs(mlp_artifact, tmp_path, capsys):
@@ -182,6 +182,29 @@ def test_bench_quick_run_writes_json(tmp_path, capsys):
     assert set(row["latency_ms"]) == {"1", "8"} and row["latency_ms"]["8"]["median"] > 0
     assert "digits_mlp" in capsys.readouterr().out
     assert main(["bench", "digits_mlp", "--engines", "tensorflow"]) == 1
+
+
+def test_tune_argument_errors_are_one_line(tmp_path, capsys):
+    assert main(["tune", "zoo:digits_mlp", "--trials", "0"]) == 1
+    assert "must be positive" in capsys.readouterr().err
+    assert main(["tune", "zoo:digits_mlp", "--rpc-tracker", "127.0.0.1:9190"]) == 1
+    assert "--rpc-key" in capsys.readouterr().err
+    a_file = tmp_path / "rec"
+    a_file.write_text("x")
+    assert main(["tune", "zoo:digits_mlp", "--records", str(a_file), "-o",
+                 str(tmp_path / "m.ember")]) == 1
+    assert "not a directory" in " ".join(capsys.readouterr().err.split())
+
+
+def test_bench_tuned_engine_without_records_is_a_row_error(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "digits_mlp", "--engines", "ember.tuned", "--repeat", "2",
+                 "--warmup", "1", "--batches", "1", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert "--records" in row["error"]
+    assert main(["bench", "digits_mlp", "--engines", "ember.tuned", "--records",
+                 str(tmp_path / "nope")]) == 1
+    assert "no such directory" in capsys.readouterr().err
 
 
 @pytest.mark.slow

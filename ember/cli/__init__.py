@@ -1,10 +1,11 @@
-"""The `ember` command: compile, run, inspect, opt, passes, bench.
+"""The `ember` command: compile, tune, run, inspect, opt, passes, bench.
 
     ember compile zoo:digits_cnn --passes "fold,dce" -o cnn.ember
     ember compile model.py:build --example-shape x=1,64 --dynamic batch -o m.ember
     ember run cnn.ember --random            ember inspect cnn.ember
     ember passes                            ember opt --passes fold saved.ember.txt
     ember bench digits_mlp --json out.json
+    ember tune zoo:digits_cnn --batch 1 --trials 200 -o cnn.ember   # records in cnn.tune/
 
 Errors ember raises on purpose (EmberError) print one red line and exit with status 1; add
 --debug for the traceback. Each command's code is in `commands.py` (compile/run/opt) and
@@ -41,6 +42,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true",
                    help="skip the per-pass numeric check against the reference interpreter")
     p.add_argument("-o", "--output", help="output path (default: NAME.ember)")
+
+    p = sub.add_parser("tune", help="compile with MetaSchedule auto-tuning (records kept)",
+                       description="Compile a model for a fixed batch and tune its kernels with "
+                       "MetaSchedule. Each tuned kernel is measured against ember's own schedule "
+                       "and kept only if faster. The records (a MetaSchedule JSON database) go "
+                       "to OUT.tune/ (or --records DIR); `ember compile` with the same output, "
+                       "or any compile given --records, reuses them without tuning again.")
+    p.add_argument("source", help="zoo:NAME | path/to/file.py:ATTR | model.onnx")
+    p.add_argument("-o", "--output", help="output artifact (default: NAME.ember)")
+    p.add_argument("--records", metavar="DIR", help="tuning records directory "
+                   "(default: the output path with suffix .tune)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="static batch to compile and tune for (default 1)")
+    p.add_argument("--trials", type=int, default=64, help="total trial budget (default 64)")
+    p.add_argument("--trials-per-task", type=int, default=None,
+                   help="trial cap per kernel (default: the budget spread over the kernels)")
+    p.add_argument("--passes", default="", help="pass pipeline spec")
+    p.add_argument("--target", default="cpu", help="target name (default: cpu)")
+    p.add_argument("--example-shape", action="append", default=[], metavar="NAME=D0,D1,...",
+                   help="example input shape for file.py sources (as in compile)")
+    p.add_argument("--no-check", action="store_true", help="skip the per-pass numeric check")
+    p.add_argument("--rpc-tracker", metavar="HOST:PORT",
+                   help="measure on devices of a TVM RPC tracker instead of this machine")
+    p.add_argument("--rpc-key", metavar="KEY", help="device key registered with the tracker")
 
     p = sub.add_parser("run", help="run a .ember artifact on inputs",
                        description="Run a .ember artifact and print a summary of its outputs.")
@@ -80,12 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "ONNX Runtime (2 threads each).")
     p.add_argument("models", nargs="*", help="zoo model names (default: all)")
     p.add_argument("--json", help="write the full report to this JSON file")
-    p.add_argument("--engines", default="torch,torch.compile,onnxruntime,ember")
+    p.add_argument("--engines", default="torch,torch.compile,onnxruntime,ember",
+                   help="comma-separated: torch, torch.compile, onnxruntime, ember, "
+                   "ember.static (static batch), ember.tuned (static + --records)")
     p.add_argument("--batches", default="1,64", help="batch sizes (default 1,64)")
     p.add_argument("--repeat", type=int, default=200)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--passes", default=None, help="ember pass pipeline for the ember engine")
+    p.add_argument("--records", metavar="DIR", default=None,
+                   help="tuning records root for the ember.tuned engine: DIR/NAME.tune per "
+                   "model, written by `ember tune zoo:NAME --records DIR/NAME.tune`")
+    p.add_argument("--remote", metavar="HOST:PORT", default=None,
+                   help="time ember artifacts on a TVM RPC server instead (engines: ember, "
+                   "ember.static, ember.tuned; device-side time_evaluator)")
     return parser
 
 
@@ -113,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command in ("compile", "run", "opt"):
+    if args.command in ("compile", "run", "opt", "tune"):
         from . import commands
 
         return getattr(commands, f"cmd_{args.command}")(args)

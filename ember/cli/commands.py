@@ -36,6 +36,60 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- tune ------------------------------------------------------------------------------------
+def cmd_tune(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ..backends.tvm.tune import Records, TuneConfig, default_records_dir
+    from ..compiler import compile as ember_compile
+
+    if args.batch < 1 or args.trials < 1 or (args.trials_per_task or 1) < 1:
+        raise InputError("--batch, --trials and --trials-per-task must be positive")
+    if bool(args.rpc_tracker) != bool(args.rpc_key):
+        raise InputError("--rpc-tracker and --rpc-key go together (the tracker's address and "
+                         "the key the device registered with)")
+    model, examples, _, calibration, name = load_source(args.source, args.example_shape, [])
+    if examples is not None:  # a static batch: MetaSchedule measures concrete shapes
+        examples = tuple(_at_batch(x, args.batch) for x in examples)
+    output = Path(args.output or f"{name}.ember")
+    records = Path(args.records) if args.records else default_records_dir(output)
+    config = TuneConfig(trials=args.trials, trials_per_task=args.trials_per_task, force=True,
+                        rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key)
+    path = ember_compile(model, examples, passes=args.passes, target=args.target, output=output,
+                         calibration=calibration, dynamic_dims=None, check=not args.no_check,
+                         progress=True, tune=config, records=records)
+    console = Console(stderr=True)
+    console.print(tuning_table(Records(records).summary(), records))
+    console.print(f"[green]wrote[/] {path} ({path.stat().st_size / 1024:.0f} kB), records in "
+                  f"{records}")
+    return 0
+
+
+def _at_batch(x: Any, batch: int) -> Any:
+    """`x` tiled (or cut) along dim 0 to `batch` rows."""
+    import torch
+
+    reps = -(-batch // max(1, x.shape[0]))
+    return torch.cat([x] * reps)[:batch].contiguous()
+
+
+def tuning_table(summary: dict, records: Path) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"tuning records {records} (target {summary.get('target', '?')})",
+                  title_justify="left")
+    for col in ("kernel", "calls", "ember µs", "tuned µs", "speedup", "trials", "choice"):
+        table.add_column(col, justify="left" if col in ("kernel", "choice") else "right")
+    for entry in summary.get("kernels", {}).values():
+        ember_us, tuned_us = entry.get("ember_us"), entry.get("tuned_us")
+        speedup = f"{ember_us / tuned_us:.2f}x" if ember_us and tuned_us else "-"
+        table.add_row(str(entry.get("name")), str(entry.get("calls", 1)),
+                      "-" if ember_us is None else f"{ember_us:.1f}",
+                      "-" if tuned_us is None else f"{tuned_us:.1f}", speedup,
+                      str(entry.get("trials", 0)), str(entry.get("choice")))
+    return table
+
+
 def load_source(source: str, shapes: list[str], dynamic: list[str]):
     """(model, example inputs, dynamic dims, calibration, default name) for a CLI source."""
     if source.startswith("zoo:"):
@@ -250,6 +304,7 @@ __all__: list[Any] = [
     "cmd_compile",
     "cmd_opt",
     "cmd_run",
+    "cmd_tune",
     "load_graph",
     "load_source",
     "parse_dynamic",

@@ -12,6 +12,8 @@ from typing import Any
 
 from ..errors import EmberError
 
+DEFAULT_ENGINES = "torch,torch.compile,onnxruntime,ember"
+
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from rich.console import Console
@@ -58,6 +60,11 @@ def manifest_tables(artifact: Any) -> list[Any]:
                                   if "." not in k)),
             ("members", ", ".join(f"{n} {len(d) / 1024:.0f} kB"
                                   for n, d in artifact.members.items()))]
+    tuning = m.get("tuning")
+    if tuning:
+        text = (f"{tuning.get('applied', 0)} of {tuning.get('kernels', '?')} kernels use tuned "
+                f"schedules (records {tuning.get('records')})")
+        rows.append(("tuning", text))
     for key, value in rows:
         summary.add_row(key, str(value) if key == "runs here" else escape(str(value)))
     io = Table(title="inputs and outputs", title_justify="left")
@@ -151,10 +158,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError:
         raise EmberError(f"--batches {args.batches!r}: write comma-separated integers") from None
     kwargs = {} if args.passes is None else {"passes": args.passes}
+    engines = args.engines.split(",")
+    remote = getattr(args, "remote", None)
+    if remote and args.engines == DEFAULT_ENGINES:  # the device runs ember only
+        engines = ["ember"]
+    records = getattr(args, "records", None)
+    if records and not Path(records).is_dir():
+        raise EmberError(f"--records {records}: no such directory (it should hold NAME.tune "
+                         "directories written by `ember tune zoo:NAME --records DIR/NAME.tune`)")
     with console.status("benchmarking...") as status:
-        report = bench.run(args.models or None, engines=args.engines.split(","), batches=batches,
+        report = bench.run(args.models or None, engines=engines, batches=batches,
+                           records=records, remote=remote,
                            warmup=args.warmup, repeat=args.repeat, threads=args.threads,
                            log=lambda msg: status.update(f"benchmarking {msg}..."), **kwargs)
+    if remote:
+        console.print(f"ember engines timed on {remote} (TVM time_evaluator on the device; "
+                      "other engines ran here)")
     console.print(bench.table(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -125,7 +125,7 @@ def test_build_failure_writes_nothing_and_keeps_old_file(tmp_path, monkeypatch):
     old = tmp_path / "m.ember"
     old.write_bytes(b"previous artifact")
 
-    def failing_build(mod, spec):
+    def failing_build(mod, spec, **kwargs):
         raise BuildError("TVM compile stage failed (injected by the test)")
 
     monkeypatch.setattr(backend, "build", failing_build)

@@ -135,6 +135,23 @@ def test_avgpool_asymmetric_dilated_matches_ort(include):
                                atol=1e-6)
 
 
+@pytest.mark.parametrize("op", ["AveragePool", "MaxPool"])
+def test_3d_pool_with_a_large_dilated_kernel_is_separable_and_matches_onnx(op):
+    """A 5x5x5 window is 3 x 5 slices (one 1-D window per dim), not 125: small graphs that
+    TVM builds in seconds. (ONNX's reference: ORT disagrees on dilated ceil_mode averages.)"""
+    from onnx.reference import ReferenceEvaluator
+
+    extra = {"count_include_pad": 0} if op == "AveragePool" else {}
+    node = helper.make_node(op, ["x"], ["y"], kernel_shape=[5, 5, 5], dilations=[2, 2, 2],
+                            strides=[3, 3, 3], ceil_mode=1, **extra)
+    m = _model([node], [_vi("x", F, [1, 2, 16, 16, 16])], [_vi("y")], opset=19)
+    g = load(m)
+    assert g.op_counts().get("slice", 0) <= 15
+    x = np.random.default_rng(6).standard_normal((1, 2, 16, 16, 16)).astype(np.float32)
+    want = ReferenceEvaluator(m).run(None, {"x": x})[0]
+    np.testing.assert_allclose(ember.interpret(g, x), want, rtol=1e-5, atol=1e-6)
+
+
 def test_new_element_types_round_trip_through_cast():
     """u16/u64 arithmetic, bf16 and float8 (saturating) and int4 (wrapping) casts."""
     import ml_dtypes

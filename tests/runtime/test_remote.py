@@ -154,3 +154,92 @@ def test_remote_aarch64_server_under_qemu(tmp_path):
           connect_remote(arm, address) as m):
         np.testing.assert_allclose(m(x), want, atol=1e-4, rtol=1e-4)
         assert m.benchmark([x], warmup=1, repeat=3)["median_ms"] > 0
+
+
+def test_cli_bench_remote(local_server):
+    """`ember bench --remote`: the ember artifact is uploaded and timed on the server."""
+    proc = subprocess.run([sys.executable, "-m", "ember.cli", "bench", "digits_mlp", "--remote",
+                           local_server, "--batches", "1,4", "--warmup", "1", "--repeat", "5"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = " ".join(proc.stdout.split())
+    assert f"timed on {local_server}" in out
+    assert "digits_mlp" in out and "ember" in out and "n/a" not in out
+
+
+def test_bench_remote_engine_reports_device_time(local_server):
+    from ember import bench
+
+    report = bench.run(["digits_mlp"], engines=["ember"], batches=[2], warmup=1, repeat=3,
+                       remote=local_server)
+    (row,) = report["results"]
+    assert row["error"] is None, row["error"]
+    assert report["config"]["remote"] == local_server
+    assert 0 < row["latency_ms"]["2"]["median"] and row["max_abs_diff"] < 1e-4
+
+
+@contextlib.contextmanager
+def rpc_tracker_with_server(key: str) -> Iterator[str]:
+    """`python -m tvm.exec.rpc_tracker` on a free port plus one rpc_server registered with
+    `key`; yields the tracker's 'host:port'."""
+    from tvm import rpc
+
+    port = _free_port()
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host",
+                                "127.0.0.1", "--port", str(port), "--port-end", str(port + 1),
+                                "--silent"], start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [tracker]
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or tracker.poll() is not None:
+                    pytest.fail("RPC tracker did not start")
+                time.sleep(0.2)
+        sport = _free_port()
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port",
+             str(sport), "--port-end", str(sport + 1), "--tracker", f"127.0.0.1:{port}",
+             "--key", key, "--silent"], start_new_session=True, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL))
+        while key not in rpc.connect_tracker("127.0.0.1", port).summary().get("queue_info", {}):
+            if time.monotonic() > deadline:
+                pytest.fail(f"no RPC server registered with key {key!r}")
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for proc in reversed(procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+
+
+@pytest.mark.slow
+def test_tune_measures_through_rpc_tracker(tmp_path):
+    """MetaSchedule's RPCRunner: the candidates and ember's own schedules are timed on the
+    device registered with the tracker (here a loopback server)."""
+    import importlib
+
+    import torch
+
+    pytest.importorskip("tornado", reason="TVM's rpc_tracker needs tornado (pip install tornado)")
+    tune = importlib.import_module("ember.backends.tvm.tune")
+    m = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 16)
+    with rpc_tracker_with_server("loopback") as tracker:
+        config = tune.TuneConfig(trials=4, rpc_tracker=tracker, rpc_key="loopback",
+                                 progress=False)
+        model = ember.compile(m, (x,), tune=config, records=tmp_path / "rec", progress=False)
+        with pytest.raises(RemoteError, match="no server with key 'nokey'"):
+            ember.compile(m, (x,), tune=tune.TuneConfig(trials=4, rpc_tracker=tracker,
+                                                         rpc_key="nokey", force=True),
+                          records=tmp_path / "rec2", progress=False)
+    summary = tune.Records(tmp_path / "rec").summary()
+    assert any(e["ember_us"] for e in summary["kernels"].values())
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x.numpy()), m(x).numpy(), rtol=1e-5, atol=1e-5)

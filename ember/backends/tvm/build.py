@@ -49,10 +49,13 @@ def fuse_passes() -> list:
             relax.transform.DeadCodeElimination()]
 
 
-def build(mod: tvm.IRModule, target: TargetSpec | str | dict, *, schedule: bool = True):
+def build(mod: tvm.IRModule, target: TargetSpec | str | dict, *, schedule: bool = True,
+          records: str | os.PathLike | None = None):
     """Compile `mod` for `target`; returns the TVM executable with `ember_timings` attached.
 
     `schedule=False` skips the CPU schedules (to tell a scheduling bug from a lowering bug).
+    `records`: a tuning-records directory (see tune.py); kernels with a winning record get the
+    tuned schedule, the others ember's rules (`ex.ember_tuning` says how many were applied).
     """
     spec = resolve(target)
     tgt = spec.tvm_target()
@@ -75,6 +78,11 @@ def build(mod: tvm.IRModule, target: TargetSpec | str | dict, *, schedule: bool 
     if cpu_scheduled:  # constant GEMM weights packed once here, not inside every call
         mod = stage("prepack", lambda m: _prepack_weights(m, tgt), mod)
     mod = stage("fuse", tvm.transform.Sequential(fuse_passes()), mod)
+    tuning = None
+    if records is not None and cpu_scheduled:  # tuned kernels first; ember's rules skip them
+        from .tune import apply_records
+
+        mod, tuning = stage("records", lambda m: apply_records(m, tgt, records), mod)
     scheduled = False
     if spec.is_gpu:  # not optional: an unscheduled kernel has no thread binding on a GPU
         mod = stage("schedule", gpu_schedule_pass(), mod)
@@ -88,7 +96,21 @@ def build(mod: tvm.IRModule, target: TargetSpec | str | dict, *, schedule: bool 
     ex.ember_timings = timings
     ex.ember_target = spec
     ex.ember_scheduled = scheduled
+    ex.ember_tuning = tuning
     return ex
+
+
+def fused_module(mod: tvm.IRModule, target: TargetSpec | str | dict) -> tuple[tvm.IRModule, Any]:
+    """The module as `build` hands it to the schedules (legalized, prepacked, fused), and the
+    TVM target: the kernels that tuning measures."""
+    spec = resolve(target)
+    tgt = spec.tvm_target()
+    with tgt:
+        mod = tvm.transform.Sequential(legalize_passes())(mod)
+        if spec.is_cpu and _prepack_weights is not None:
+            mod = _prepack_weights(mod, tgt)
+        mod = tvm.transform.Sequential(fuse_passes())(mod)
+    return mod, tgt
 
 
 def gpu_schedule_pass():

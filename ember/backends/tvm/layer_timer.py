@@ -37,6 +37,16 @@ class TvmLayerTimer:
         target = json.dumps(resolve("cpu").target_dict, sort_keys=True, default=str)
         return f"{f.model_name}|{f.physical_cores}|{target}|{h.hexdigest()[:12]}"
 
+    def int8_weight_bits(self) -> int:
+        """7 where the int8 kernel for this target is AVX2 `vpmaddubsw` (its i16 pair sums stay
+        exact only for weights within +-64), 8 with VNNI or without AVX2 (other kernels)."""
+        from .kernels.qgemm import has_feature
+
+        t = resolve("cpu").tvm_target()
+        if has_feature(t, "avx512vnni") or not has_feature(t, "avx2"):
+            return 8
+        return 7
+
     def time_pair(self, float_graph: Graph, quant_graph: Graph, x: np.ndarray,
                   rounds: int = 60) -> tuple[float, float]:
         """(float s, quantized s) per call: the minimum over interleaved calls, the estimate

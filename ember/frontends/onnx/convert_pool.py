@@ -93,13 +93,15 @@ def general_pool(cx: Context, node, x: Value, attrs: dict, is_max: bool, want_in
     out, lo, hi, limit, strides, dil, kernel = _geometry(cx, x, attrs, is_max)
     sizes = list(x.shape[2:])
     offsets = list(itertools.product(*[range(k) for k in kernel]))
-    if len(offsets) > 4096:
-        raise cx.fail(f"pooling kernel {kernel} has {len(offsets)} positions (the general "
-                      "path unrolls them; at most 4096)")
+    if is_max and want_indices and len(offsets) > 4096:
+        raise cx.fail(f"MaxPool with Indices: kernel {kernel} has {len(offsets)} positions "
+                      "(the Indices path unrolls them; at most 4096)")
     if is_max:
         dt = x.dtype
         fill = -math.inf if dt.is_float else float(np.iinfo(dt.to_numpy()).min)
         p = _padded(cx, x, lo, hi, fill)
+        if not want_indices:
+            return _separable(cx, p, "maximum", kernel, strides, dil, out)
         slices = [_window_slice(cx, p, off, strides, dil, out) for off in offsets]
         y, idx = slices[0], None
         if want_indices:
@@ -115,13 +117,28 @@ def general_pool(cx: Context, node, x: Value, attrs: dict, is_max: bool, want_in
         raise cx.fail(f"AveragePool of {x.dtype} (ember averages floats)")
     include = bool(attrs.get("count_include_pad", 0))
     p = _padded(cx, x, lo, hi, 0.0)
-    total = None
-    for off in offsets:
-        s = _window_slice(cx, p, off, strides, dil, out)
-        total = s if total is None else cx.add("add", total, s)
+    total = _separable(cx, p, "add", kernel, strides, dil, out)
     count = _divisor(sizes, lo, hi, limit, strides, dil, out, offsets, include)
     shape = (1, 1, *out)
     return cx.add("div", total, cx.const(count.reshape(shape).astype(x.dtype.to_numpy())))
+
+
+def _separable(cx: Context, p: Value, kind: str, kernel, strides, dil, out) -> Value:
+    """A box window's max or sum as a 1-D window along each spatial dim in turn: sum(kernel)
+    slices instead of prod(kernel) (a 5x5x5 kernel is 15 slices, not 125)."""
+    rank = len(kernel)
+    for i, k in enumerate(kernel):
+        # along dim i: window offsets j * dil, output stride; other dims pass through whole
+        steps = [strides[d] if d == i else 1 for d in range(rank)]
+        dils = [dil[d] if d == i else 1 for d in range(rank)]
+        sizes = [out[d] if d == i else p.shape[2 + d] for d in range(rank)]
+        acc = None
+        for j in range(k):
+            offset = [j if d == i else 0 for d in range(rank)]
+            s = _window_slice(cx, p, offset, steps, dils, sizes)
+            acc = s if acc is None else cx.add(kind, acc, s)
+        p = acc
+    return p
 
 
 def _divisor(sizes, lo, hi, limit, strides, dil, out, offsets, include) -> np.ndarray:

@@ -83,6 +83,23 @@ def _compose_permutes(b: Builder, x: Value, inner: Value, out: Value) -> Value |
     return b.add("permute", x, dims=dims)
 
 
+def _permute_of_unit_dims(b: Builder, x: Value, out: Value) -> Value | None:
+    """A permute that moves only size-1 dims keeps the data order: it is a reshape, which costs
+    no copy (a [1, T, d] -> [T, 1, d] permute around a scan was a full pass over memory)."""
+    perm = permutation(out)
+    moved = [d for d in perm if x.type.shape[d] != 1]
+    if perm == tuple(range(len(perm))) or moved != sorted(moved):
+        return None
+    shape = tuple(d if isinstance(d, int) else -1 for d in out.type.shape)
+    if shape.count(-1) > 1:
+        return None  # two symbolic dims: a reshape could not say which is which
+    try:
+        new = b.add("reshape", x, shape=shape)
+    except ShapeError:
+        return None
+    return new if new.type == out.type else None
+
+
 def _compose_reshapes(b: Builder, x: Value, out: Value) -> Value | None:
     """Any chain of reshape-like ops is one reshape (or nothing) of the chain's input."""
     if x.type == out.type:
@@ -101,6 +118,7 @@ SHAPE_RULES = Rules([
     (P(_PERMUTES, P.any("x"), name="out"), _identity_permute, "identity_permute"),
     (P(_PERMUTES, P(_PERMUTES, P.any("x"), name="inner"), name="out"), _compose_permutes,
      "compose_permutes"),
+    (P(_PERMUTES, P.any("x"), name="out"), _permute_of_unit_dims, "unit_dim_permute"),
     (P(_RESHAPE_LIKE, P(_RESHAPE_LIKE, P.any("x")), name="out"), _compose_reshapes,
      "compose_reshapes"),
 ])

@@ -13,6 +13,7 @@ does not rebuild. Timings: interleaved rounds, min of each (the machine may be s
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -25,7 +26,8 @@ import numpy as np
 from ...ir.graph import Graph
 from ...ir.types import TensorType
 
-__all__ = ["Speed", "cache_path", "has_oracle", "install_oracle", "measure_layer", "set_timer"]
+__all__ = ["Speed", "cache_path", "has_oracle", "install_oracle", "int8_weight_bits",
+           "measure_layer", "set_timer"]
 
 _MEMO: dict[str, Speed] = {}
 _TIMER: Callable[[Graph, Graph, np.ndarray], tuple[float, float]] | None = None
@@ -62,6 +64,34 @@ def install_oracle(oracle) -> None:
     global _ORACLE
     _ORACLE = oracle
     _MEMO.clear()
+
+
+def int8_weight_bits() -> int:
+    """7 or 8: the int8 weight range the target's int8 kernel wants (quantize int8_weights=auto).
+
+    7 on x86 with AVX2 but no AVX-512 VNNI: its fast int8 kernel is u8 x s8 `vpmaddubsw`, whose
+    int16 pair sums are only exact for |w| <= 64 (oneDNN quantizes weights to 7 bits there
+    too); 8 elsewhere (VNNI's vpdpbusd sums in int32; other targets run the int16 kernel). The
+    installed oracle answers when it knows the target (an `int8_weight_bits()` method); else
+    this host's CPU flags decide, the host the speed check measures on (passes import no
+    backend, so no TVM target here)."""
+    fn = getattr(_ORACLE, "int8_weight_bits", None)
+    return int(fn()) if fn is not None else _host_int8_weight_bits()
+
+
+@functools.cache
+def _host_int8_weight_bits(path: str = "/proc/cpuinfo") -> int:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return 8
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return 7 if "avx2" in flags and "avx512_vnni" not in flags else 8
 
 
 def has_oracle() -> bool:

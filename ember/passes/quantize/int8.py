@@ -5,6 +5,13 @@ groups=1 `conv2d`) whose weight and bias are constants. The rewrite keeps the fl
     xq = quant.quantize(x, x_scale, x_zp)      # i8, affine (zero point from calibration)
     y  = quant.linear_int8(xq, wq, x_scale, x_zp, w_scale, bias)
 so the integers and scales are ordinary consts in the IR (printed, saved, checked).
+
+Weight range: 8-bit ([-127, 127], const `<layer>.weight.q8`) or 7-bit ([-64, 64], scale x2,
+const `<layer>.weight.q7`). 7 bits is what the AVX2 int8 kernel without VNNI needs to use
+u8 x s8 `vpmaddubsw` (twice the multiply rate of the int16 kernel; its int16 pair sums
+saturate for |w| > 64); oneDNN makes the same choice on such CPUs. The pass picks it from
+the target (`int8_weights=auto`, see cost.int8_weight_bits); the ops are unchanged (wq is still
+i8), the lowering sees the weights fit and picks the kernel.
 """
 
 from __future__ import annotations
@@ -71,22 +78,25 @@ def find_layers(graph: Graph, skip: tuple[str, ...] = ()) -> tuple[list[Layer], 
 _F16_MIN_NORMAL = float(np.finfo(np.float16).tiny)
 
 
-def quantize_weight_int8(w: np.ndarray, scale_dtype: str = "f32") -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-output-channel int8: (wq i8 same shape, scale [O] f32 or f16).
+def quantize_weight_int8(w: np.ndarray, scale_dtype: str = "f32",
+                         bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel int8: (wq i8 same shape, scale [O] f32 or f16); `bits=7`
+    limits wq to [-64, 64] (scale amax / 64).
 
     f16 scales halve the scale bytes (they matter on narrow layers: 32 f32 scales are 12% of
     a 32x32 int8 weight). The f16 scale is rounded up, never down, so |w| / scale stays
-    <= 127 and nothing clips; the weights are quantized against that exact stored value. A
+    <= qmax and nothing clips; the weights are quantized against that exact stored value. A
     layer whose scales would be subnormal or overflow in f16 keeps f32 scales."""
+    qmax = {8: 127, 7: 64}[bits]
     flat = w.reshape(w.shape[0], -1)
     amax = np.abs(flat).max(axis=1)
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    scale = np.where(amax > 0, amax / float(qmax), 1.0).astype(np.float32)
     if scale_dtype == "f16" and scale.min() >= _F16_MIN_NORMAL and scale.max() < 6e4:
         s16 = scale.astype(np.float16)
         low = s16.astype(np.float32) < scale
         s16[low] = np.nextafter(s16[low], np.float16(np.inf))
         scale = s16
-    q = np.clip(np.round(flat / scale.astype(np.float32)[:, None]), -127, 127).astype(np.int8)
+    q = np.clip(np.round(flat / scale.astype(np.float32)[:, None]), -qmax, qmax).astype(np.int8)
     return q.reshape(w.shape), scale
 
 
@@ -94,14 +104,15 @@ def _bias(graph: Graph, layer: Layer) -> list[Value]:
     return [layer.op.inputs[2]] if layer.bias is not None else []
 
 
-def int8_static(graph: Graph, layer: Layer, x_scale, x_zp, scale_dtype: str = "f32") -> Value:
-    wq, ws = quantize_weight_int8(layer.weight, scale_dtype)
+def int8_static(graph: Graph, layer: Layer, x_scale, x_zp, scale_dtype: str = "f32",
+                weight_bits: int = 8) -> Value:
+    wq, ws = quantize_weight_int8(layer.weight, scale_dtype, weight_bits)
     op = layer.op
     with graph.at(before=op):
         s = graph.const(np.asarray(x_scale, np.float32), name=f"{layer.name}.x_scale")
         z = graph.const(np.asarray(x_zp, np.int32), name=f"{layer.name}.x_zp")
         xq = graph.add("quant.quantize", layer.x, s, z, dtype=DType.i8, loc=op.loc)
-        wv = graph.const(wq, name=f"{layer.name}.weight.q8")
+        wv = graph.const(wq, name=f"{layer.name}.weight.q{weight_bits}")
         wsv = graph.const(ws, name=f"{layer.name}.weight.scale")
         if layer.kind == "linear":
             return graph.add("quant.linear_int8", xq, wv, s, z, wsv, *_bias(graph, layer),
@@ -111,12 +122,13 @@ def int8_static(graph: Graph, layer: Layer, x_scale, x_zp, scale_dtype: str = "f
                          dilation=op.attrs["dilation"], loc=op.loc)
 
 
-def int8_dynamic(graph: Graph, layer: Layer, scale_dtype: str = "f32") -> Value | None:
+def int8_dynamic(graph: Graph, layer: Layer, scale_dtype: str = "f32",
+                 weight_bits: int = 8) -> Value | None:
     if layer.kind != "linear":
         return None  # no dynamic conv kernel: the layer stays float
-    wq, ws = quantize_weight_int8(layer.weight, scale_dtype)
+    wq, ws = quantize_weight_int8(layer.weight, scale_dtype, weight_bits)
     with graph.at(before=layer.op):
-        wv = graph.const(wq, name=f"{layer.name}.weight.q8")
+        wv = graph.const(wq, name=f"{layer.name}.weight.q{weight_bits}")
         wsv = graph.const(ws, name=f"{layer.name}.weight.scale")
         return graph.add("quant.linear_int8_dynamic", layer.x, wv, wsv, *_bias(graph, layer),
                          loc=layer.op.loc)

@@ -13,6 +13,8 @@ cached per shape), and a layer whose replacement is not faster stays float, with
 the report. `force=true` quantizes anyway (for size); `keep_slower=true` only skips the check.
 The mixed-precision plan targets a size/accuracy budget, so it is not overridden for speed.
 A relu that reads an int8 layer is fused into its kernel (`activation=relu`).
+int8 weights are 7-bit ([-64, 64]) where the target's int8 kernel needs it (AVX2 without VNNI:
+u8 x s8 vpmaddubsw); `int8_weights=int8|int7` overrides; the report and notes say which.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ...ir.graph import Graph, Value
 from ..pipeline import Pass, PassContext, register_pass
 from .binary import binary_bases, emit_binary
 from .calibrate import collect
-from .cost import Speed, has_oracle, measure_layer, with_batch
+from .cost import Speed, has_oracle, int8_weight_bits, measure_layer, with_batch
 from .int4 import int4_weight
 from .int8 import Layer, find_layers, fuse_relu, int8_dynamic, int8_static
 from .observers import make_observer
@@ -41,6 +43,8 @@ Scheme = Literal["int8", "int8_dynamic", "int4_weight", "ternary", "binary", "bi
 
 KERNELS = {
     "int8": "int8 GEMM, quantize (+im2col) fused in (vpdpbusd with VNNI, vpmaddwd on AVX2)",
+    "int8_w7": "int8 GEMM, 7-bit weights [-64, 64] (u8 x s8 vpmaddubsw on AVX2 without VNNI), "
+               "quantize (+im2col) fused in",
     "int8_dynamic": "int8 GEMM, activations quantized per row at run time",
     "int4_weight": "fp32 GEMM, int4 unpack fused into its weight packing",
     "ternary": "fp32 GEMM, 2 sign planes unpacked in its weight packing",
@@ -61,9 +65,11 @@ def apply_scheme(graph: Graph, layer: Layer, scheme: str, opts, act_params) -> V
     """Build the quantized replacement of `layer` before it; None when it must stay float."""
     w = layer.weight
     if scheme == "int8":
-        return int8_static(graph, layer, *act_params, scale_dtype=opts.scale_dtype)
+        return int8_static(graph, layer, *act_params, scale_dtype=opts.scale_dtype,
+                           weight_bits=weight_bits_int8(opts))
     if scheme == "int8_dynamic":
-        return int8_dynamic(graph, layer, scale_dtype=opts.scale_dtype)
+        return int8_dynamic(graph, layer, scale_dtype=opts.scale_dtype,
+                            weight_bits=weight_bits_int8(opts))
     if scheme == "int4_weight":
         return int4_weight(graph, layer, opts.group_size)
     if layer.kind != "linear":
@@ -78,6 +84,12 @@ def apply_scheme(graph: Graph, layer: Layer, scheme: str, opts, act_params) -> V
     if scheme == "partial_binary":
         return partial_binary(graph, layer, opts.salient)
     raise PassError(f"unknown quantization scheme {scheme!r}")
+
+
+def weight_bits_int8(opts) -> int:
+    """The int8 schemes' weight range: int8_weights=int7|int8, or auto (the target's kernel)."""
+    choice = getattr(opts, "int8_weights", "auto")
+    return {"int7": 7, "int8": 8}.get(choice) or int8_weight_bits()
 
 
 def weight_bits(scheme: str, opts) -> float:
@@ -106,6 +118,9 @@ class Quantize(Pass):
     keep_slower: bool = False  # skip the speed check (keep quantized layers that are slower)
     batch: int = 64  # batch the speed check times each layer at
     scale_dtype: Literal["f16", "f32"] = "f16"  # int8 per-channel weight scales
+    # int8 weight range: int7 = [-64, 64] for the AVX2 u8 x s8 kernel; auto = what the target's
+    # int8 kernel wants (7 on AVX2 without VNNI, else 8; cost.int8_weight_bits)
+    int8_weights: Literal["auto", "int7", "int8"] = "auto"
     tolerance: ClassVar[float | None] = float("inf")  # lossy; the report states SQNR per layer
     requires: ClassVar[tuple[str, ...]] = ("calibration",)
 
@@ -143,7 +158,8 @@ class Quantize(Pass):
                  for n in skipped]
         total_f = sum(r.float_bytes for r in rows if r.float_bytes)
         total_q = sum(r.weight_bytes for r in rows if r.float_bytes)
-        ctx.note(scheme=self.scheme, layers=[r.as_dict() for r in rows],
+        w8 = weight_bits_int8(self) if any(s in ("int8", "int8_dynamic") for s in plan) else None
+        ctx.note(scheme=self.scheme, layers=[r.as_dict() for r in rows], int8_weight_bits=w8,
                  quantized_weight_bytes=total_q, float_weight_bytes=total_f,
                  weight_ratio=round(total_q / total_f, 4) if total_f else None,
                  speed_checked=check, speed_unchecked_reason=unchecked_reason,
@@ -185,6 +201,8 @@ class Quantize(Pass):
         fuse_relu(graph, new)
         kernel = KERNELS["binary_sign"] if self.act == "sign" and "bin" in scheme \
             else KERNELS.get(scheme, scheme)
+        if scheme == "int8" and weight_bits_int8(self) == 7:
+            kernel = KERNELS["int8_w7"]
         if speed is not None:
             kernel += f"; {speed.describe(self.batch)}"
         return LayerRow(layer.name, scheme, 8 * qbytes / layer.weight.size, qbytes, fbytes,
@@ -208,7 +226,8 @@ class Quantize(Pass):
         key = {"scheme": scheme, "kind": layer.kind, "x": str(fg.inputs[0].type),
                "w": list(layer.weight.shape), "bias": layer.bias is not None, "relu": relu,
                "attrs": {k: v for k, v in layer.op.attrs.items() if k != "value"},
-               "opts": [self.group_size, self.bits, self.salient, self.act, self.scale_dtype]}
+               "opts": [self.group_size, self.bits, self.salient, self.act, self.scale_dtype,
+                        weight_bits_int8(self)]}
         return measure_layer(key, fg, qg)
 
 

@@ -226,3 +226,20 @@ def test_cleanup_on_digits_cnn_folds_every_batch_norm_within_tolerance():
     canon = p.report.passes[3]
     assert canon.rewrites["fold_bn_into_conv_linear"] == g.op_counts()["batch_norm"]
     assert canon.step_error <= 1e-5 and p.report.passes[-1].max_abs_error < 1e-4
+
+
+@requires_ops("permute", "reshape")
+def test_permute_moving_only_unit_dims_becomes_a_reshape():
+    check_pass("canonicalize", """
+graph @g(%x: f32[1,T,4], %y: f32[2,1,4]) -> (f32[T,1,4], f32[1,4,2], f32[4,1,2]) {
+  %0 = permute(%x) {dims=[1, 0, 2]} : f32[T,1,4]
+  %1 = permute(%y) {dims=[1, 2, 0]} : f32[1,4,2]
+  %2 = permute(%y) {dims=[2, 1, 0]} : f32[4,1,2]
+  return %0, %1, %2
+}""", """
+graph @g(%x: f32[1,T,4], %y: f32[2,1,4]) -> (f32[T,1,4], f32[1,4,2], f32[4,1,2]) {
+  %0 = reshape(%x) {shape=[-1, 1, 4]} : f32[T,1,4]
+  %1 = permute(%y) {dims=[1, 2, 0]} : f32[1,4,2]
+  %2 = permute(%y) {dims=[2, 1, 0]} : f32[4,1,2]
+  return %0, %1, %2
+}""")

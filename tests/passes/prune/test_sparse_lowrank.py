@@ -137,3 +137,25 @@ def test_lowrank_skips_layers_where_it_saves_nothing():
     out = pipe.run(g)
     assert str(out) == str(g)
     assert len(pipe.report.passes[0].notes["skipped"]) == 3
+
+
+def test_lowrank_params_budget_picks_ranks_by_one_energy_threshold():
+    _z, g = _mlp()
+    pipe = ember.Pipeline.parse("lowrank{params=0.5}")
+    out = pipe.run(g)
+    notes = pipe.report.passes[0].notes
+    from ember.passes.prune import _common as C
+
+    assert C.params(out) == notes["params_after"] <= 0.5 * notes["params_before"]
+    assert notes["params_after"] > 0.47 * notes["params_before"]  # the budget is used up
+    thr = notes["energy_threshold"]
+    for layer in notes["layers"]:  # each keeps just enough of its spectrum for the threshold
+        assert layer["energy_kept"] >= thr - 1e-4
+    ranks = {layer["layer"]: layer["rank"] for layer in notes["layers"]}
+    assert ranks["fc1"] != ranks["fc2"]  # spectra differ, so do the ranks
+    # a looser budget keeps more rank and more of every spectrum
+    loose = ember.Pipeline.parse("lowrank{params=0.7}")
+    loose.run(g)
+    assert loose.report.passes[0].notes["energy_threshold"] > thr
+    with pytest.raises(ember.EmberError, match="params"):
+        ember.Pipeline.parse("lowrank{params=1.5}")

@@ -6,6 +6,8 @@ the kernel calls the instruction directly. On AVX2 (no VNNI) it is `vpmaddwd`: 1
 products summed pairwise into 8 int32 lanes, 16 multiply-adds per instruction against 8 for an
 fp32 FMA. (AVX-512 VNNI targets use `qgemm_vnni.py`.)
 
+(7-bit weights on AVX2 use the u8 x s8 `vpmaddubsw` kernel in qgemm_u8s8.py, twice the rate.)
+
 Why one kernel: on the small layers of real models the separate quantize, activation-pack and
 im2col kernels each cost as much as the integer GEMM saves (they made digits_cnn 2.3x slower
 than fp32). Here each parallel task owns `mr` rows and a group of column panels, and fills a
@@ -29,6 +31,8 @@ import numpy as np
 import tvm
 from tvm import te, tirx
 from tvm.script import tirx as T
+
+from .qgemm_fill import fill_macro, row_tiles
 
 __all__ = ["MR", "NV", "Source", "has_feature", "int8_gemm", "pack_weights", "pack_weights_te",
            "padded_n"]
@@ -116,21 +120,14 @@ def int8_gemm(n: int, k: int, src: Source, relu: bool = False, mr: int = MR,
     w8 = nv * 8
     gp = panels_per_task(n, k, nv)
     groups = -(-(npad // w8) // gp)
-    is_f32 = src.dtype == "float32"
-    lo, hi = float(src.lo), float(src.hi)
     conv = src.conv is not None
-    tpr = oh = ow = 1  # conv: row tiles per output row
+    oh, ow, tpr = row_tiles(src, mr)  # conv: row tiles per output row
     if conv:
-        cin, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw = src.conv  # type: ignore[misc]
+        cin, h, w, kh, kw = src.conv[:5]
         assert cin * kh * kw == k
-        tpr = -(-ow // mr)
 
-    def centred(v, s, z):
-        """x (f32 or i8/u8) -> the zero-point-centred int16 value."""
-        if is_f32:
-            q = T.max(T.min(T.nearbyint(v / s) + T.Cast("float32", z), hi), lo)
-            return T.Cast("int16", T.Cast("int32", q) - z)
-        return T.Cast("int16", T.Cast("int32", v) - z)
+    fill = fill_macro(src, k, 2 * k2, mr, "int16",  # zero-point-centred; padding is 0
+                      lambda q, z: T.Cast("int16", q - z), lambda z: T.int16(0))
 
     def epilogue(a, sv, bv, lanes=1):
         """f32(acc) * out_scale + bias, then relu when fused."""
@@ -170,27 +167,7 @@ def int8_gemm(n: int, k: int, src: Source, relu: bool = False, mr: int = MR,
             oy = T.meta_var(rt // tpr % oh)
             ox0 = T.meta_var(rt % tpr * mr)
             grp = T.meta_var(t // rtiles)
-            s = T.meta_var(QS[0])
-            z = T.meta_var(QZ[0])
-            for r in range(mr):
-                row = T.meta_var(T.min(row0 + r, M - 1))
-                if conv:
-                    ox = T.meta_var(T.min(ox0 + r, ow - 1))
-                    for ci, ky, kx in T.grid(cin, kh, kw):
-                        iy = T.meta_var(oy * sh - ph + ky * dh)
-                        ix = T.meta_var(ox * sw - pw + kx * dw)
-                        a16[r, (ci * kh + ky) * kw + kx] = T.if_then_else(
-                            0 <= iy and iy < h and 0 <= ix and ix < w,
-                            centred(X[ni, ci, T.max(T.min(iy, h - 1), 0),
-                                      T.max(T.min(ix, w - 1), 0)], s, z), T.int16(0))
-                else:  # 8 lanes at a time: vdivps/vroundps, not a scalar loop
-                    for kc in range(k // 8):
-                        for kl in T.vectorized(8):
-                            a16[r, kc * 8 + kl] = centred(X[row, kc * 8 + kl], s, z)
-                    for kk in range(k // 8 * 8, k):
-                        a16[r, kk] = centred(X[row, kk], s, z)
-                if k % 2 == 1:
-                    a16[r, k] = T.int16(0)
+            fill(a16, X, row0, ni, oy, ox0, M, QS[0], QZ[0])
             for p in range(gp):
                 col0 = T.meta_var((grp * gp + p) * w8)
                 if col0 < npad:

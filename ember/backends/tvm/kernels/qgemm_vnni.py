@@ -10,8 +10,8 @@ u8x64/i8x64 explicitly.
 Signed x signed: activations are stored as u = q + shift (shift 128 for i8, 0 for u8), so
 sum (q - zp) * w = sum u * w - (zp + shift) * colsum(w); colsum is a per-column constant folded
 at build time with the packed weights ([N/16, K/4, 16, 4]: lane 4*j + t of block (nb, kq) holds
-w[16*nb + j, 4*kq + t]). The fill stage (quantize + optional im2col) is the same as the AVX2
-kernel's, into a local u8 tile; the epilogue applies the correction, scales, bias and relu.
+w[16*nb + j, 4*kq + t]). The fill stage (quantize + optional im2col) is the shared qgemm_fill
+prologue, into a local u8 tile; the epilogue applies the correction, scales, bias and relu.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tvm import te, tirx
 from tvm.script import tirx as T
 
 from .qgemm import Source
+from .qgemm_fill import fill_macro, row_tiles
 
 __all__ = ["MR", "colsum_te", "pack_weights", "pack_weights_te", "padded_n", "vnni_int8_gemm"]
 
@@ -56,11 +57,9 @@ def pack_weights_te(w: te.Tensor) -> te.Tensor:
 
 def colsum_te(w: te.Tensor) -> te.Tensor:
     """Per output column sum of the int8 weight, padded to Np (for the +shift correction)."""
-    n, k = (int(d) for d in w.shape)
-    r = te.reduce_axis((0, k), name="k")
-    s = te.compute((n,), lambda j: te.sum(w[j, r].astype("int32"), axis=r), name="colsum")
-    return te.compute((padded_n(n),), lambda j: tirx.if_then_else(
-        j < n, s[tirx.min(j, n - 1)], tirx.const(0, "int32")), name="colsum_pad")
+    from .qgemm_u8s8 import colsum_te as colsum
+
+    return colsum(w, padded_n(int(w.shape[0])))
 
 
 def vnni_int8_gemm(n: int, k: int, src: Source, relu: bool = False,
@@ -69,21 +68,14 @@ def vnni_int8_gemm(n: int, k: int, src: Source, relu: bool = False,
     k4 = -(-k // 4)
     npad = padded_n(n)
     panels = npad // 16
-    is_f32 = src.dtype == "float32"
-    lo, hi = float(src.lo), float(src.hi)
     shift = 128 if src.lo < 0 else 0
     conv = src.conv is not None
-    tpr = oh = ow = 1
+    oh, ow, tpr = row_tiles(src, mr)
     if conv:
-        cin, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw = src.conv  # type: ignore[misc]
-        tpr = -(-ow // mr)
+        cin, h, w = src.conv[:3]
 
-    def shifted(v, s, z):
-        """x -> its quantized value + shift, as u8 (padding positions store the zero point)."""
-        if is_f32:
-            q = T.max(T.min(T.nearbyint(v / s) + T.Cast("float32", z), hi), lo)
-            return T.Cast("uint8", T.Cast("int32", q) + shift)
-        return T.Cast("uint8", T.Cast("int32", v) + shift)
+    fill = fill_macro(src, k, 4 * k4, mr, "uint8", lambda q, z: T.Cast("uint8", q + shift),
+                      lambda z: T.Cast("uint8", z + shift))  # padding: the zero point
 
     def epilogue(a, cs, z, sv, bv, lanes=1):
         y = T.Cast("float32" if lanes == 1 else f"float32x{lanes}",
@@ -119,25 +111,8 @@ def vnni_int8_gemm(n: int, k: int, src: Source, relu: bool = False,
             ni = T.meta_var(t // (oh * tpr))
             oy = T.meta_var(t // tpr % oh)
             ox0 = T.meta_var(t % tpr * mr)
-            s = T.meta_var(QS[0])
             z = T.meta_var(QZ[0])
-            for r in range(mr):
-                row = T.meta_var(T.min(row0 + r, M - 1))
-                if conv:
-                    ox = T.meta_var(T.min(ox0 + r, ow - 1))
-                    for ci, ky, kx in T.grid(cin, kh, kw):
-                        iy = T.meta_var(oy * sh - ph + ky * dh)
-                        ix = T.meta_var(ox * sw - pw + kx * dw)
-                        a8[r, (ci * kh + ky) * kw + kx] = T.if_then_else(
-                            0 <= iy and iy < h and 0 <= ix and ix < w,
-                            shifted(X[ni, ci, T.max(T.min(iy, h - 1), 0),
-                                      T.max(T.min(ix, w - 1), 0)], s, z),
-                            T.Cast("uint8", z + shift))
-                else:
-                    for kk in range(k):
-                        a8[r, kk] = shifted(X[row, kk], s, z)
-                for kk in range(k, 4 * k4):  # K padding: weight lanes are 0 there
-                    a8[r, kk] = T.uint8(0)
+            fill(a8, X, row0, ni, oy, ox0, M, QS[0], z)
             for p in range(panels):
                 for r in T.unroll(mr):
                     acc[r, T.ramp(0, 1, 16)] = T.broadcast(T.int32(0), 16)

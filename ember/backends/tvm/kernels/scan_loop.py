@@ -19,9 +19,8 @@ from tvm import tirx
 
 from ....errors import LoweringError
 from ....ir.graph import Graph, Value
-from ....ir.ops import ELEMENTWISE
 
-__all__ = ["scan_loop_kernel"]
+__all__ = ["LOOP_CHEAP", "scan_loop_kernel"]
 
 _BIN = {"add": "({} + {})", "sub": "({} - {})", "mul": "({} * {})", "div": "({} / {})",
         "maximum": "T.max({}, {})", "minimum": "T.min({}, {})", "pow": "T.pow({}, {})",
@@ -36,6 +35,13 @@ _UN = {"neg": "(-{})", "abs": "T.fabs({})", "sigmoid": "T.sigmoid({})", "tanh": 
        "silu": "({0} * T.sigmoid({0}))"}
 _DT = {"f32": "float32", "f64": "float64", "f16": "float16", "i64": "int64", "i32": "int32",
        "i8": "int8", "u8": "uint8", "bool": "bool"}
+
+_MOVES = ("select", "slice", "split", "reshape", "unsqueeze", "squeeze", "flatten", "expand",
+          "permute", "concat")
+# Body ops the loop computes as well as a scheduled kernel would (no contraction): a body made
+# only of these stays ONE loop at any length; anything else (linear, matmul, ...) is better off
+# as per-step calls of scheduled kernels when the trip count allows it (lowering/control.py).
+LOOP_CHEAP = frozenset({*_BIN, *_UN, "where", "cast", "const", *_MOVES})
 
 
 def _dt(v: Value) -> str:
@@ -225,7 +231,6 @@ def scan_loop_kernel(body: Graph, num_carry: int, num_xs: int, reverse: bool,
 
     steps = "1"
     if xs:
-        x0 = xs[0]
         steps = str(body.parent.inputs[num_carry].type.shape[0]) if body.parent else "Tn"
     steps_sym = steps if not steps.isdigit() else None
 

@@ -95,6 +95,13 @@ class LowerContext:
         return relax.const(np.asarray(value).astype(dt), dt)
 
 
+def isnan(x: relax.Expr, dtype: DType) -> relax.Expr:
+    """Relax isnan; TVM legalizes no isnan for bfloat16, which is tested as f32 (exact)."""
+    if dtype is DType.bf16:
+        x = relax.op.astype(x, "float32")
+    return relax.op.isnan(x)
+
+
 def static_shape(t: TensorType, what: str) -> tuple[int, ...]:
     """Shape of `t` when every dim is an int, or a LoweringError saying which case this is."""
     if not t.is_static:

@@ -5,8 +5,11 @@ projection of every step is hoisted into one matmul over the whole sequence, so 
 [B, H] x [H, G*H] recurrent product and one gate kernel per step remain. The gate kernel takes
 the step index as a tensor, so all steps share ONE PrimFunc (digits_gru: 14 s -> 1.2 s of
 codegen). A symbolic sequence length cannot be unrolled; run `recognize_rnn` first to get a
-`ctrl.scan`, which lowers to one TIR loop (kernels/scan_loop.py) for any length.
-`ctrl.linear_scan` lowers to the chunked parallel kernel (kernels/scan.py).
+`ctrl.scan`. A `ctrl.scan` with a static trip count <= CALL_MAX_STEPS and a dense body (linear,
+matmul, ...) calls its body, lowered once as a Relax function, once per step (the body's GEMMs
+get the scheduled kernels); any other scan lowers to one TIR loop (kernels/scan_loop.py), which
+builds in the same time for any length. `ctrl.linear_scan` lowers to the parallel kernels of
+kernels/scan.py.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import tvm
 from tvm import relax, te, tirx
 
 from ....errors import LoweringError
@@ -118,8 +122,89 @@ def _flat_rank0(cx, expr, t) -> relax.Expr:
     return cx.emit(R.reshape(expr, [1])) if t.rank == 0 else expr
 
 
+# A static scan of at most this many steps whose body holds a contraction (linear, matmul,
+# conv, ...) calls the body as a Relax function once per step (see _scan_calls).
+CALL_MAX_STEPS = 256
+
+
+def scan_strategy(op) -> str:
+    """"calls" (body as a Relax function, called per step) or "loop" (one TIR loop)."""
+    from ..kernels.scan_loop import LOOP_CHEAP
+
+    steps = op.inputs[op.attrs["num_carry"]].type.shape[0]
+    if not isinstance(steps, int) or not 1 <= steps <= CALL_MAX_STEPS:
+        return "loop"
+    body = op.regions[0]
+    return "calls" if any(o.kind not in LOOP_CHEAP for o in body.walk()) else "loop"
+
+
 @lowers("ctrl.scan")
 def _(cx, op, inputs, num_carry, num_xs, reverse):
+    if scan_strategy(op) == "calls":
+        return _scan_calls(cx, op, list(inputs), num_carry, num_xs, reverse)
+    return _scan_loop(cx, op, inputs, num_carry, num_xs, reverse)
+
+
+def _scan_calls(cx, op, inputs, num_carry, num_xs, reverse):
+    """Static short scans with dense bodies: the body becomes ONE private Relax function, called
+    once per step from the enclosing function (x_t = take(xs, t): one kernel for every t).
+
+    Why: the body then goes through the normal pipeline (legalize, prepack, fuse, schedule), so
+    its GEMMs run the tuned, parallel kernels of any other model, once per step, instead of the
+    TIR loop's scalar triple loops (digits_flow sampler: ~100 ms -> a few ms per step). The body
+    is compiled once whatever T is; the calls cost a few VM instructions per step. Invariants
+    that are Relax constants (the weights) are bound inside the function, so constant-weight
+    rewrites (prepack) see them and pack each weight once.
+    """
+    from ..lower import lower_ops
+
+    body = op.regions[0]
+    steps = op.inputs[num_carry].type.shape[0]
+    first_inv = num_carry + num_xs
+    sub = relax.BlockBuilder(cx.bb.get())  # same module: new PrimFuncs get unique names
+    scx = LowerContext(sub)
+    env, params, passed = {}, [], []
+    for k, v in enumerate(body.inputs):
+        if k >= first_inv and isinstance(inputs[k], tvm.ir.GenericConst):
+            env[id(v)] = inputs[k]
+            continue
+        p = relax.Var(f"{v.name or 'in'}_{k}", scx.tensor_type(v.type))
+        env[id(v)] = p
+        params.append(p)
+        passed.append(k)
+    with sub.function("scan_body", params, private=True):
+        with sub.dataflow():
+            lower_ops(scx, body.ops, env)
+            out = sub.emit_output(relax.Tuple([env[id(v)] for v in body.outputs]))
+        gv = sub.emit_func_output(out)
+    have = {g.name_hint for g in cx.bb.get().get_global_vars()}
+    for g, f in sub.get().functions_items():
+        if g.name_hint not in have:
+            cx.bb.update_func(g, f)
+    carries = list(inputs[:num_carry])
+    ys: list[list] = [[None] * steps for _ in body.outputs[num_carry:]]
+    for t in reversed(range(steps)) if reverse else range(steps):
+        idx = cx.const(np.array(t, np.int64), "int64")
+        now = [*carries, *[_row(cx, x, idx, t) for x in inputs[num_carry:first_inv]],
+               *inputs[first_inv:]]
+        call = cx.emit(relax.Call(gv, [now[k] for k in passed]))
+        outs = [cx.emit(relax.TupleGetItem(call, i)) for i in range(len(body.outputs))]
+        carries = outs[:num_carry]
+        for j, y in enumerate(outs[num_carry:]):
+            ys[j][t] = y
+    return [*carries, *[cx.emit(R.stack(col, axis=0)) for col in ys]]
+
+
+def _row(cx, x, idx, t: int):
+    """Step t of a scanned input: sliced here when it is a constant (a sampler's coefficient
+    table; FoldConstant would compile and run one kernel per step, ~0.2 s each), else a take."""
+    if isinstance(x, tvm.ir.GenericConst):
+        return relax.const(x.value.numpy()[t], x.ty.dtype)
+    return cx.emit(R.take(x, idx, axis=0, mode="clip"))
+
+
+def _scan_loop(cx, op, inputs, num_carry, num_xs, reverse):
+    """Any other scan: one TIR PrimFunc with a serial step loop (kernels/scan_loop.py)."""
     from ..kernels.scan_loop import scan_loop_kernel
 
     body = op.regions[0]
@@ -160,7 +245,7 @@ def _(cx, op, a, b, h0, chunk):
     steps, lanes = shape[0], int(np.prod(shape[1:], dtype=np.int64))
     per_step = op.inputs[0].type.rank == bt.rank
     cores = max(1, host_features().physical_cores)
-    plan = plan_scan(steps, lanes, cores, chunk or None)
+    plan = plan_scan(steps, lanes, cores, chunk or None, per_step_a=per_step)
     func = linear_scan_kernel(plan, per_step, tvm_dtype(bt.dtype))
     gv = cx.bb.add_func(func, "linear_scan")
     a2 = cx.emit(R.reshape(a, [steps if per_step else 1, lanes]))
@@ -175,4 +260,7 @@ UNSUPPORTED["ctrl.newton_scan"] = (
     "the DEER Newton loop (data-dependent iteration count, convergence test, sequential "
     "fallback) has no TVM lowering yet; it runs in the reference interpreter and the torch "
     "backend. For a TVM build, leave the loop as ctrl.scan (skip parallel_newton, or let its "
-    "cost model pick sequential), which lowers to the sequential TIR loop")
+    "cost model pick sequential), which lowers to per-step calls of the scheduled body (short "
+    "static scans) or to the sequential TIR loop. On 2 cores DEER does several times the "
+    "sequential work per iteration (benchmarks/recurrence.py --newton), so a TVM lowering "
+    "would not beat the sequential scan here")

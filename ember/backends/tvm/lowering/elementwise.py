@@ -7,18 +7,17 @@ Compositions (hardswish, elu, ...) stay as Relax ops so FuseOps can merge them i
 from __future__ import annotations
 
 import tvm
-from tvm import relax
+from tvm import relax, te, tirx
 
-from . import LowerContext, lowers
+from ....ir import DType
+from . import LowerContext, isnan, lowers, tvm_dtype
 
 R = relax.op
 
 _BINARY = {
-    "add": R.add, "sub": R.subtract, "mul": R.multiply, "div": R.divide, "pow": R.power,
-    "maximum": R.maximum, "minimum": R.minimum, "eq": R.equal, "ne": R.not_equal,
-    "lt": R.less, "le": R.less_equal, "gt": R.greater, "ge": R.greater_equal,
+    "add": R.add, "sub": R.subtract, "mul": R.multiply, "div": R.divide,
+
     "logical_and": R.logical_and, "logical_or": R.logical_or,
-    "remainder": R.floor_mod,  # python-style %: the result takes the divisor's sign
 }
 _UNARY = {
     "neg": R.negative, "abs": R.abs, "relu": R.nn.relu, "sigmoid": R.sigmoid, "tanh": R.tanh,
@@ -49,6 +48,52 @@ def _(cx, op, x, approximate: str = "none"):
     return R.nn.gelu(x)
 
 
+def _keep_nan(cx, op, out, *xs):
+    """numpy's maximum/minimum/clip return NaN where an operand is NaN; TVM's max/min
+    (a compare and select) return the other operand, so floats put the NaN back."""
+    if not op.inputs[0].type.dtype.is_float:
+        return out
+    dt = op.inputs[0].type.dtype
+    nan = isnan(xs[0], dt)
+    for x in xs[1:]:
+        nan = R.logical_or(nan, isnan(x, dt))
+    total = xs[0] if len(xs) == 1 else R.add(xs[0], xs[1])  # NaN wherever one is NaN
+    return R.where(cx.emit(nan), total, cx.emit(out))
+
+
+_COMPARE = {"eq": R.equal, "ne": R.not_equal, "lt": R.less, "le": R.less_equal,
+            "gt": R.greater, "ge": R.greater_equal}
+
+
+@lowers(*_COMPARE)
+def _(cx, op, a, b):
+    """`x != x` is ember's (and ONNX IsNaN's) NaN test; TVM's simplifier folds a compare of
+    a value with itself to a constant, so it becomes an explicit isnan. Bools compare as
+    int8 (TVM emits a float compare of i1 vectors, which LLVM rejects)."""
+    dt = op.inputs[0].type.dtype
+    if op.inputs[0] is op.inputs[1] and dt.is_float and op.kind in ("eq", "ne"):
+        nan = isnan(a, dt)
+        return nan if op.kind == "ne" else R.logical_not(cx.emit(nan))
+    if dt is DType.bool:
+        a, b = cx.emit(R.astype(a, "int8")), cx.emit(R.astype(b, "int8"))
+    return _COMPARE[op.kind](a, b)
+
+
+@lowers("pow")
+def _(cx, op, a, b):
+    """Relax's power is float-only: integer powers go through f64 (exact below 2**53)."""
+    dt = op.result.type.dtype
+    if dt.is_float:
+        return R.power(a, b)
+    y = cx.emit(R.power(R.astype(a, "float64"), R.astype(b, "float64")))
+    return R.astype(cx.emit(R.round(y)), tvm_dtype(dt))
+
+
+@lowers("maximum", "minimum")
+def _(cx, op, a, b):
+    return _keep_nan(cx, op, (R.maximum if op.kind == "maximum" else R.minimum)(a, b), a, b)
+
+
 @lowers("clamp")
 def _(cx, op, x, min=None, max=None):
     out = x
@@ -56,7 +101,7 @@ def _(cx, op, x, min=None, max=None):
         out = cx.emit(R.maximum(out, _scalar(cx, op, min)))
     if max is not None:
         out = R.minimum(out, _scalar(cx, op, max))
-    return out
+    return out if out is x else _keep_nan(cx, op, out, x)
 
 
 @lowers("leaky_relu")
@@ -83,7 +128,33 @@ def _(cx, op, x):
 
 @lowers("softplus")
 def _(cx, op, x, beta: float = 1.0, threshold: float = 20.0):
-    return R.nn.softplus(x, beta, threshold)
+    """log1p(exp(beta x)) / beta, x itself above the threshold. Relax's softplus takes
+    log(1 + exp(.)), which loses the small values of very negative x (Mish's tail)."""
+    def one(t):
+        def f(*i):
+            v = t(*i)
+            bx = v * tirx.const(beta, t.dtype)
+            soft = tirx.log1p(tirx.exp(tirx.min(bx, tirx.const(threshold, t.dtype))))
+            return tirx.Select(bx > tirx.const(threshold, t.dtype), v,
+                               soft / tirx.const(beta, t.dtype))
+        return te.compute(t.shape, f, name="softplus")
+    return cx.emit_te(one, x, primfunc_name_hint="softplus")
+
+
+@lowers("remainder")
+def _(cx, op, a, b):
+    """Python-style %: the result takes the divisor's sign. Floats follow numpy's
+    npy_divmod (fmod, then shift by the divisor when the signs differ), which also gets
+    x % inf = x (or inf) and signed zeros right, where a - floor(a / b) * b gives NaN."""
+    if not op.result.type.dtype.is_float:
+        return R.floor_mod(a, b)
+    m = cx.emit(R.mod(a, b))  # truncated (C fmod)
+    zero = _scalar(cx, op, 0.0)
+    shift = cx.emit(R.logical_and(R.not_equal(m, zero),
+                                  R.logical_xor(R.less(b, zero), R.less(m, zero))))
+    m = cx.emit(R.where(shift, R.add(m, b), m))
+    signed_zero = cx.emit(R.where(R.less(b, zero), _scalar(cx, op, -0.0), zero))
+    return R.where(R.equal(m, zero), signed_zero, m)
 
 
 @lowers("elu")

@@ -13,19 +13,33 @@ from tvm import relax, te, tirx
 
 from ....errors import LoweringError
 from ....ir import DType
-from . import LowerContext, lowers, static_shape
+from . import LowerContext, lowers, static_shape, tvm_dtype
 
 R = relax.op
 
 
+_HALF = (DType.f16, DType.bf16)
+
+
+def _widened(cx, op, fn, *xs):
+    """`fn` over f16/bf16 operands computed in f32 and rounded once at the end (numpy and
+    torch accumulate half-precision dot products and softmax sums in f32; TVM would
+    accumulate in the narrow type and drift by several ulps)."""
+    dt = op.result.type.dtype
+    if dt not in _HALF:
+        return fn(*xs)
+    wide = [None if x is None else cx.emit(R.astype(x, "float32")) for x in xs]
+    return R.astype(cx.emit(fn(*wide)), tvm_dtype(dt))
+
+
 @lowers("linear")
 def _(cx, op, x, weight, bias):
-    return R.linear(x, weight, bias)
+    return _widened(cx, op, R.linear, x, weight, bias)
 
 
 @lowers("matmul")
 def _(cx, op, a, b):
-    return R.matmul(a, b)
+    return _widened(cx, op, R.matmul, a, b)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -37,12 +51,14 @@ def _(cx, op, x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1), g
     if isinstance(padding, str):
         raise LoweringError(f"conv2d padding={padding!r}: the frontend should resolve string "
                             "padding to explicit sizes")
-    y = R.nn.conv2d(x, weight, strides=_pair(stride), padding=_pair(padding),
-                    dilation=_pair(dilation), groups=int(groups))
-    if bias is None:
-        return y
-    y = cx.emit(y)
-    return R.add(y, R.reshape(bias, (1, -1, 1, 1)))
+    def conv(x, weight, bias):
+        y = R.nn.conv2d(x, weight, strides=_pair(stride), padding=_pair(padding),
+                        dilation=_pair(dilation), groups=int(groups))
+        if bias is None:
+            return y
+        return R.add(cx.emit(y), R.reshape(bias, (1, -1, 1, 1)))
+
+    return _widened(cx, op, conv, x, weight, bias)
 
 
 def _ceil_extra(size, k: int, s: int, p: int, d: int) -> int:
@@ -158,12 +174,12 @@ def _(cx, op, x, weight, bias, normalized_ndim=1, eps=1e-5):
 
 @lowers("softmax")
 def _(cx, op, x, dim=-1):
-    return R.nn.softmax(x, axis=int(dim))
+    return _widened(cx, op, lambda v: R.nn.softmax(v, axis=int(dim)), x)
 
 
 @lowers("log_softmax")
 def _(cx, op, x, dim=-1):
-    return R.nn.log_softmax(x, axis=int(dim))
+    return _widened(cx, op, lambda v: R.nn.log_softmax(v, axis=int(dim)), x)
 
 
 @lowers("embedding")

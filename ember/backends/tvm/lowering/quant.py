@@ -14,6 +14,7 @@ from tvm import relax, te, tirx
 from ..kernels import binary_gemm as BG
 from ..kernels import int4 as I4
 from ..kernels import qgemm as QG
+from ..kernels import qgemm_u8s8 as QU
 from ..kernels import qgemm_vnni as QV
 from . import lowers, static_shape
 
@@ -91,8 +92,8 @@ def _int8_source(cx, xq, x_zp, flat_k: int | None):
         x, s, z = xq, cx.const(np.ones(1, np.float32), "float32"), cx.emit(R.reshape(x_zp, (1,)))
         dt = str(xq.ty.dtype)
         rng = _QRANGE[dt]
-    if flat_k is not None:
-        x = cx.emit(_flat(x, flat_k))
+    if flat_k is not None and not (x.ty.shape is not None and len(x.ty.shape) == 2):
+        x = cx.emit(_flat(x, flat_k))  # (an identity reshape of a 2-D dynq output breaks fusion)
     return x, s, z, dt, rng
 
 
@@ -106,23 +107,37 @@ def _epilogue_consts(cx, w2, out_scale, bias, n: int):
 
 def _fused_gemm(cx, op, xq, x_zp, w2, out_scale, bias, n: int, k: int, conv=None, relu=False):
     """The one-kernel int8 GEMM (quantize + im2col + pack + GEMM + epilogue): vpdpbusd on
-    AVX-512 VNNI targets, vpmaddwd on AVX2 ones."""
+    AVX-512 VNNI targets; on AVX2 ones vpmaddubsw (u8 x s8) when the constant weights are in
+    the 7-bit range it is exact for (the quantize pass's int7 weights), else vpmaddwd."""
     x, s, z, dt, (lo, hi) = _int8_source(cx, xq, x_zp, None if conv else k)
     src = QG.Source(dt, conv, lo, hi)
     out = cx.tensor_type(op.results[0].type) if conv else \
         relax.TensorType([x.ty.shape[0], n], "float32")
-    if _vnni():
-        wp = cx.emit_te(QV.pack_weights_te, w2, primfunc_name_hint="vnni_pack_w")
-        cs = cx.emit_te(QV.colsum_te, w2, primfunc_name_hint="vnni_colsum")
-        npad = QV.padded_n(n)
+    kernel = _int8_kernel(op)
+    if kernel in ("vnni", "u8s8"):
+        K = QV if kernel == "vnni" else QU
+        npad = K.padded_n(n)
+        wp = cx.emit_te(K.pack_weights_te, w2, primfunc_name_hint=f"{kernel}_pack_w")
+        cs = cx.emit_te(QU.colsum_te, w2, npad, primfunc_name_hint=f"{kernel}_colsum")
         sc = cx.emit_te(_pad_vec, out_scale, npad, primfunc_name_hint="qgemm_pad")
         b = cx.emit_te(_pad_vec, bias, npad, primfunc_name_hint="qgemm_pad") \
             if bias is not None else cx.const(np.zeros(npad, np.float32), "float32")
-        gv = cx.bb.add_func(QV.vnni_int8_gemm(n, k, src, relu=relu), "qgemm_int8_vnni")
+        prim = QV.vnni_int8_gemm(n, k, src, relu=relu) if kernel == "vnni" else \
+            QU.u8s8_int8_gemm(n, k, src, relu=relu)
+        gv = cx.bb.add_func(prim, f"qgemm_int8_{kernel}")
         return relax.call_tir(gv, [x, s, z, wp, cs, sc, b], out)
     wp, sc, b = _epilogue_consts(cx, w2, out_scale, bias, n)
     gv = cx.bb.add_func(QG.int8_gemm(n, k, src, relu=relu), "qgemm_int8_avx2")
     return relax.call_tir(gv, [x, s, z, wp, sc, b], out)
+
+
+def _int8_kernel(op) -> str:
+    """"vnni", "u8s8" (AVX2, constant weights within +-64) or "avx2" (vpmaddwd, any int8)."""
+    if _vnni():
+        return "vnni"
+    p = op.inputs[1].producer
+    w = p.attrs.get("value") if p is not None and p.kind == "const" else None
+    return "u8s8" if isinstance(w, np.ndarray) and QU.weights_fit(w) else "avx2"
 
 
 def _portable_gemm(cx, centred, w2, out_scale, bias):
@@ -247,8 +262,12 @@ def _(cx, op, x, packed, scales, bias, k, group_size=32):
 
 
 def _xnor(cx, a_bits, b_bits, n: int, words: int, k: int):
-    bt = cx.emit_te(BG.transpose_pad_words, b_bits, primfunc_name_hint="bgemm_pack_b")
-    kernel = BG.binary_gemm if QG.has_feature(_target(), "avx2") else BG.binary_gemm_portable
+    if QG.has_feature(_target(), "avx2"):  # nibble planes for the vpshufb-popcount kernel
+        bt = cx.emit_te(BG.pack_nibbles, b_bits, primfunc_name_hint="bgemm_pack_nibbles")
+        kernel = BG.binary_gemm
+    else:
+        bt = cx.emit_te(BG.transpose_pad_words, b_bits, primfunc_name_hint="bgemm_pack_b")
+        kernel = BG.binary_gemm_portable
     gv = cx.bb.add_func(kernel(n, words, k), "binary_gemm_xnor")
     return relax.call_tir(gv, [a_bits, bt], relax.TensorType([a_bits.ty.shape[0], n],
                                                                     "int32"))

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 from tvm import relax, te, topi
 
 from ....ir import DType
 from ....ir.types import normalize_axis
-from . import LowerContext, lowers, tvm_dtype
+from . import LowerContext, isnan, lowers, tvm_dtype
 
 R = relax.op
 _REDUCE = {"sum": R.sum, "mean": R.mean, "amax": R.max, "amin": R.min, "prod": R.prod}
@@ -28,7 +29,23 @@ def _reduce(cx: LowerContext, op, x, dims=(), keepdim=False):
         return R.astype(y, "bool")
     if src is not dst:  # ints and bools accumulate in i64, as numpy/torch do
         x = cx.emit(R.astype(x, tvm_dtype(dst)))
+    if op.kind in ("amax", "amin") and src.is_float:
+        return _float_extreme(cx, op, x, _axes(op, dims), bool(keepdim))
     return fn(x, _axes(op, dims), bool(keepdim))
+
+
+def _float_extreme(cx: LowerContext, op, x, axes, keep):
+    """max/min as numpy computes them: TVM's reduction starts from the lowest (highest)
+    finite value, so an all -inf (+inf) slice would give that instead of -inf, and a NaN
+    is skipped rather than propagated. Both are put back with two cheap int8 reductions."""
+    dt = op.inputs[0].type.dtype
+    edge = cx.const(-np.inf if op.kind == "amax" else np.inf, dt)
+    r = cx.emit(_REDUCE[op.kind](x, axes, keep))
+    live = cx.emit(R.max(R.astype(R.not_equal(x, edge), "int8"), axes, keep))
+    nan = cx.emit(R.max(R.astype(isnan(x, dt), "int8"), axes, keep))
+    zero = cx.const(0, DType.i8)
+    r = cx.emit(R.where(R.equal(live, zero), edge, r))
+    return R.where(R.greater(nan, zero), cx.const(np.nan, dt), r)
 
 
 lowers(*_REDUCE)(_reduce)

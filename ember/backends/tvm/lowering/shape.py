@@ -3,18 +3,25 @@ symbolic dims and squeeze/unsqueeze all reduce to one Relax reshape with a known
 
 from __future__ import annotations
 
-from tvm import relax
+from tvm import relax, te
 
 from ....errors import LoweringError
 from ....ir.types import normalize_axis
-from . import LowerContext, lowers
+from . import LowerContext, lowers, tvm_dtype
 
 R = relax.op
 _INT64_MAX = 2**63 - 1
 
 
 def _to_result_shape(cx: LowerContext, op, x):
-    return R.reshape(x, cx.shape(op.result.type))
+    t = op.result.type
+    if 0 in t.shape or 0 in op.inputs[0].type.shape:
+        # Relax's reshape reads a 0 in the new shape as "keep this dim" (ONNX's allowzero=0)
+        # and an empty constant does not survive serialization: an empty kernel over x.
+        rank = op.inputs[0].type.rank
+        return cx.emit_te(lambda v: te.compute(cx.shape(t), lambda *i: v(*([0] * rank)),
+                                               name="empty"), x, primfunc_name_hint="empty")
+    return R.reshape(x, cx.shape(t))
 
 
 lowers("reshape", "flatten", "squeeze", "unsqueeze")(
@@ -55,6 +62,16 @@ def _(cx, op, x, dim, sizes):
             raise LoweringError(f"split sizes {sizes} must be ints")
         acc += s
         indices.append(acc)
+    if 0 in sizes:  # Relax's split wants strictly increasing indices: empty parts apart
+        d = normalize_axis(int(dim), op.inputs[0].type.rank)
+        outs, start = [], 0
+        for s, r in zip(sizes, op.results):
+            if s == 0:
+                outs.append(R.zeros(cx.shape(r.type), tvm_dtype(r.type.dtype)))
+            else:
+                outs.append(R.strided_slice(x, axes=[d], begin=[start], end=[start + s]))
+            start += s
+        return outs
     parts = cx.emit(R.split(x, indices, axis=int(dim)))
     return [relax.TupleGetItem(parts, i) for i in range(len(sizes))]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import tvm
 from tvm import tirx
 
+from . import threads
 from .common import CpuParams, cpu_params, log
 from .conv2d import Conv2d
 from .elementwise import Elementwise
@@ -41,8 +42,9 @@ def schedule_func(
         except Exception as e:  # noqa: BLE001 - any failure means: keep the function as it was
             log.debug("schedule rule %s failed on %s: %s", rule.name, _name(func), e)
             continue
-        if sch is not None:
-            return sch.mod["main"].with_attr("tirx.is_scheduled", True), rule.name
+        if sch is not None:  # small work runs serially (see threads.py)
+            scheduled = threads.choose_threading(func, sch, threads.PARALLEL_MIN_WORK)
+            return scheduled.with_attr("tirx.is_scheduled", True), rule.name
     return func, None
 
 
