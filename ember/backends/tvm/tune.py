@@ -43,6 +43,7 @@ import tvm_ffi
 from tvm import tirx
 
 from ...errors import BuildError, InputError
+from .schedules import threads
 from .tune_measure import (
     lazy_tensor_intrin,
     make_builder,
@@ -180,7 +181,10 @@ def apply_records(mod: tvm.IRModule, target: tvm.target.Target,
             continue
         if sch is None:
             continue
-        updates[gvar] = restore_attrs(sch.mod["main"], func)
+        # Tuning timed the kernel alone, with the thread pool hot; inside a model a small
+        # kernel's pool launch costs more than its work, so it runs serially like ember's own.
+        scheduled = threads.choose_threading(tmod["main"], sch, threads.PARALLEL_MIN_WORK)
+        updates[gvar] = restore_attrs(scheduled, func)
     if updates:
         mod = mod.clone()
         for gvar, func in updates.items():
