@@ -91,7 +91,46 @@ def _(cx, op, a, b):
 
 @lowers("maximum", "minimum")
 def _(cx, op, a, b):
-    return _keep_nan(cx, op, (R.maximum if op.kind == "maximum" else R.minimum)(a, b), a, b)
+    dt = op.inputs[0].type.dtype
+    if not dt.is_float:
+        return (R.maximum if op.kind == "maximum" else R.minimum)(a, b)
+    if dt is DType.bf16:  # TVM binds no bf16 Let; the select form (no chains seen in bf16)
+        return _keep_nan(cx, op, (R.maximum if op.kind == "maximum" else R.minimum)(a, b), a, b)
+    return cx.emit_te(_nan_keeping_extremum(op.kind, op.inputs[0].type.dtype), a, b,
+                      primfunc_name_hint=op.kind)
+
+
+def _nan_keeping_extremum(kind: str, dt):
+    """max/min that return NaN where an operand is NaN (numpy), in ONE compute whose operands
+    are bound by `Let`: a where/isnan composition referenced each operand three times, and a
+    chain of them (a max-pool decomposed into slices and maxima) grew exponentially once the
+    schedules inlined it (test_maxpool_2d_pads: TIR simplification never finished)."""
+    pick = tirx.max if kind == "maximum" else tirx.min
+
+    def nan(v):
+        return tirx.isnan(v)
+
+    def f(a, b):
+        n = max(len(a.shape), len(b.shape))
+        shape = []
+        for i in range(n):
+            da = a.shape[i - n + len(a.shape)] if i - n + len(a.shape) >= 0 else 1
+            db = b.shape[i - n + len(b.shape)] if i - n + len(b.shape) >= 0 else 1
+            shape.append(db if isinstance(da, (int, tirx.IntImm)) and int(da) == 1 else da)
+
+        def at(t, ix):
+            off = n - len(t.shape)
+            return t[tuple(0 if isinstance(d, tirx.IntImm) and d.value == 1 else ix[off + k]
+                           for k, d in enumerate(t.shape))]
+
+        def body(*ix):
+            va, vb = tirx.Var("va", a.dtype), tirx.Var("vb", b.dtype)
+            pick_ab = tirx.Select(tirx.Or(nan(va), nan(vb)), va + vb, pick(va, vb))
+            return tirx.Let(va, at(a, ix), tirx.Let(vb, at(b, ix), pick_ab))
+
+        return te.compute(shape, body, name=kind)
+
+    return f
 
 
 @lowers("clamp")
