@@ -96,19 +96,17 @@ def _(cx, op, a, b):
         return (R.maximum if op.kind == "maximum" else R.minimum)(a, b)
     if dt is DType.bf16:  # TVM binds no bf16 Let; the select form (no chains seen in bf16)
         return _keep_nan(cx, op, (R.maximum if op.kind == "maximum" else R.minimum)(a, b), a, b)
-    return cx.emit_te(_nan_keeping_extremum(op.kind, op.inputs[0].type.dtype), a, b,
-                      primfunc_name_hint=op.kind)
+    return cx.emit_te(_nan_keeping_extremum(op.kind, dt), a, b, primfunc_name_hint=op.kind,
+                      primfunc_attrs=_OPAQUE)
 
 
 def _nan_keeping_extremum(kind: str, dt):
     """max/min that return NaN where an operand is NaN (numpy), in ONE compute whose operands
-    are bound by `Let`: a where/isnan composition referenced each operand three times, and a
-    chain of them (a max-pool decomposed into slices and maxima) grew exponentially once the
-    schedules inlined it (test_maxpool_2d_pads: TIR simplification never finished)."""
+    are bound by `Let`. Keeping NaN needs each operand three times (isnan, select, max); a
+    where/isnan composition, fused and inlined along a max-pool chain (the ONNX importer's
+    slices and maxima), grew exponentially and test_maxpool_2d_pads never finished building.
+    The kernel is marked opaque (see `_OPAQUE`) so it is not inlined into its consumers."""
     pick = tirx.max if kind == "maximum" else tirx.min
-
-    def nan(v):
-        return tirx.isnan(v)
 
     def f(a, b):
         n = max(len(a.shape), len(b.shape))
@@ -125,12 +123,15 @@ def _nan_keeping_extremum(kind: str, dt):
 
         def body(*ix):
             va, vb = tirx.Var("va", a.dtype), tirx.Var("vb", b.dtype)
-            pick_ab = tirx.Select(tirx.Or(nan(va), nan(vb)), va + vb, pick(va, vb))
-            return tirx.Let(va, at(a, ix), tirx.Let(vb, at(b, ix), pick_ab))
+            keep = tirx.Select(tirx.Or(tirx.isnan(va), tirx.isnan(vb)), va + vb, pick(va, vb))
+            return tirx.Let(va, at(a, ix), tirx.Let(vb, at(b, ix), keep))
 
         return te.compute(shape, body, name=kind)
 
     return f
+
+
+_OPAQUE = {"op_pattern": 8}  # relay/relax OpPatternKind kOpaque: FuseOps leaves it alone
 
 
 @lowers("clamp")
