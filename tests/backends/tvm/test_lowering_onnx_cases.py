@@ -147,3 +147,22 @@ def test_f16_matmul_and_softmax_accumulate_in_f32():
     assert got.dtype == np.float16
     np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=2e-3,
                                atol=1e-4)
+
+
+@pytest.mark.timeout(120)
+def test_max_pool_chain_of_slices_and_maxima_builds_quickly_and_keeps_nan():
+    """The ONNX importer writes a padded MaxPool as slices and maxima. A NaN-keeping maximum
+    that reads its operands three times grew exponentially once inlined along such a chain
+    (test_maxpool_2d_pads never finished building); each maximum is now one opaque kernel."""
+    def chain(g, x):
+        y = g.add("pad", x, pads=(2, 2, 2, 2), value=float("-inf"))
+        for dim, size in ((2, 32), (3, 32)):
+            parts = [g.add("slice", y, dim=dim, start=s, end=s + size - 2) for s in range(3)]
+            y = parts[0]
+            for p in parts[1:]:
+                y = g.add("maximum", y, p)
+        return [y]
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 28, 28)).astype(np.float32)
+    x[0, 1, 5, 7] = np.nan
+    _check(_graph(chain, TensorType(x.shape, DType.f32)), x)

@@ -75,3 +75,15 @@ def test_auto_asks_the_oracle_then_the_host(monkeypatch, tmp_path):
         f = tmp_path / f"cpuinfo{bits}{len(flags)}"
         f.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
         assert cost._host_int8_weight_bits(str(f)) == bits
+
+
+def test_compiler_timer_answers_weight_bits_for_the_compile_target():
+    """`int8_weights=auto` asks the installed oracle; the TVM timer answers for the resolved
+    cpu target: 7 bits exactly where the lowering would pick the AVX2 vpmaddubsw kernel."""
+    from ember.backends.tvm.kernels.qgemm import has_feature
+    from ember.backends.tvm.layer_timer import TvmLayerTimer
+    from ember.backends.tvm.targets import resolve
+
+    t = resolve("cpu").tvm_target()
+    want = 7 if has_feature(t, "avx2") and not has_feature(t, "avx512vnni") else 8
+    assert TvmLayerTimer().int8_weight_bits() == want
