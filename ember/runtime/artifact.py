@@ -107,7 +107,8 @@ def build_manifest(*, target: Mapping[str, Any], inputs: list[TensorSpec],
 
 
 def write_artifact(path: str | os.PathLike, *, manifest: Mapping[str, Any], lib: bytes | os.PathLike,
-                   ir_text: str, params: Mapping[str, Any] | None = None) -> Path:
+                   ir_text: str, params: Mapping[str, Any] | None = None,
+               extra_members: Mapping[str, bytes] | None = None) -> Path:
     """Write a .ember file atomically: a temp file beside `path`, then `os.replace`.
 
     On any failure the temp file is removed and nothing is left at `path` (an existing file
@@ -120,6 +121,10 @@ def write_artifact(path: str | os.PathLike, *, manifest: Mapping[str, Any], lib:
     members: dict[str, bytes] = {LIBRARY: lib_bytes, IR_TEXT: ir_text.encode()}
     if params:
         members[PARAMS] = _safetensors_bytes(params)
+    for name, data in (extra_members or {}).items():  # e.g. cuda/sm_90.fatbin
+        if name in members or name == MANIFEST:
+            raise ArtifactError(f"artifact member {name!r} is reserved")
+        members[name] = bytes(data)
     doc = {"format_version": FORMAT_VERSION, "ember_version": __version__, **dict(manifest),
            "sha256": {name: sha256(data) for name, data in members.items()}}
     try:

@@ -106,9 +106,10 @@ def device_unavailable(tvm: Any, kind: str) -> str | None:
     import tvm_ffi
 
     if tvm_ffi.get_global_func(f"device_api.{kind}", allow_missing=True) is None:
-        return (f"this TVM runtime (apache-tvm {tvm.__version__}) was built without {kind} "
-                f"support (no device_api.{kind}); a {kind} artifact needs a TVM runtime built "
-                f"with USE_{kind.upper()}=ON on a machine with the GPU")
+        driver = " (the apache-tvm wheel loads libtvm_runtime_cuda only where the NVIDIA " \
+                 "driver's libcuda.so.1 is installed)" if kind == "cuda" else ""
+        return (f"this TVM runtime (apache-tvm {tvm.__version__}) has no {kind} device API "
+                f"(no device_api.{kind}){driver}; run it on a machine with the GPU and driver")
     try:
         present = bool(tvm.device(kind, 0).exist)
     except Exception as e:  # noqa: BLE001 - a broken driver raises instead of answering
