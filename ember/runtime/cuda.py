@@ -31,6 +31,21 @@ def device_arch(tvm: Any) -> str | None:
     return "sm_" + version.replace(".", "") if version else None
 
 
+def runs_on(built: str | None, gpu: str | None) -> bool:
+    """Whether a fatbin with SASS + PTX for `built` runs on a `gpu` of that arch: the same
+    arch, or a later one through the driver's PTX JIT (not for arch-specific sm_XXa code)."""
+    if not built or not gpu:
+        return bool(built) and gpu is None  # unknown GPU: try the binary, the driver decides
+    if built == gpu:
+        return True
+    if built.endswith("a"):
+        return False
+    try:
+        return int(gpu.removeprefix("sm_").rstrip("a")) >= int(built.removeprefix("sm_"))
+    except ValueError:
+        return False
+
+
 def make_callback(binaries: Mapping[str, bytes], arch: str | None,
                   compile_source: Callable[[str], bytes] | None = None) -> Callable[[str], bytes]:
     """The compile callback: a stored binary when its source hash matches, else a compile.
@@ -77,7 +92,7 @@ def install(tvm: Any, manifest: Mapping[str, Any], members: Mapping[str, bytes])
     here = device_arch(tvm)
     binaries: dict[str, bytes] = {}
     member = record.get("member")
-    if member and member in members and (here is None or here == record.get("arch")):
+    if member and member in members and runs_on(record.get("arch"), here):
         binaries[record["source_sha256"]] = members[member]
     plan = {"gpu_arch": here, "binary_arch": record.get("arch"),
             "uses_stored_binary": bool(binaries)}

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import shutil
+import struct
 from typing import Any
 
 import tvm
@@ -54,6 +55,32 @@ def find_nvcc() -> str | None:
     return None
 
 
+def gencode(arch: str) -> list[str]:
+    """nvcc flags for SASS of `arch` plus its PTX, so later GPUs can JIT the PTX in the driver
+    (an sm_80 fatbin then also runs on sm_90). sm_90a-style arch-specific code has no PTX
+    forward compatibility, which `ember.runtime.cuda` accounts for."""
+    num = arch.removeprefix("sm_")
+    return ["-gencode", f"arch=compute_{num},code=[sm_{num},compute_{num}]"]
+
+
+def fatbin_entries(blob: bytes) -> list[tuple[str, int]]:
+    """(kind, sm number) of each entry of a fatbin: ("elf", 90) is SASS, ("ptx", 90) PTX.
+
+    Layout: a 16-byte header (magic, version, header size, payload size), then entries, each
+    with a header (kind u16 1=PTX 2=ELF, version u16, header size u32, payload size u64, ...,
+    arch u32 at byte 28)."""
+    if not blob.startswith(FATBIN_MAGIC) or len(blob) < 16:
+        raise ValueError("not a fatbin (bad magic)")
+    _, _, head, total = struct.unpack_from("<IHHQ", blob, 0)
+    entries, off, end = [], head, min(len(blob), head + total)
+    while off + 32 <= end:
+        kind, _, entry_head, size = struct.unpack_from("<HHIQ", blob, off)
+        (sm,) = struct.unpack_from("<I", blob, off + 28)
+        entries.append(({1: "ptx", 2: "elf"}.get(kind, str(kind)), sm))
+        off += entry_head + size
+    return entries
+
+
 def member_name(arch: str) -> str:
     return f"cuda/{arch}.fatbin"
 
@@ -81,7 +108,7 @@ def precompile(executable: Any, target: Any, arch: str) -> tuple[dict[str, bytes
     try:
         with tvm.target.Target(target):
             binary = bytes(tvm_nvcc.compile_cuda(sources[0], target_format="fatbin",
-                                                 compiler="nvcc"))
+                                                 arch=gencode(arch), compiler="nvcc"))
     except Exception as e:  # noqa: BLE001 - a broken toolkit must not fail the build
         log.warning("nvcc could not compile the CUDA kernels for %s: %s", arch, e)
         return {}, {"arch": arch, "reason": f"nvcc failed: {str(e).strip().splitlines()[-1]}"}
