@@ -7,6 +7,7 @@ transposed linear weight) are folded once by FoldConstant at build time.
 from __future__ import annotations
 
 import numpy as np
+import tvm
 from tvm import relax, te, tirx
 
 from ....errors import LoweringError
@@ -50,13 +51,54 @@ def _(cx, op, x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1), g
         raise LoweringError(f"conv2d padding={padding!r}: the frontend should resolve string "
                             "padding to explicit sizes")
     def conv(x, weight, bias):
-        y = R.nn.conv2d(x, weight, strides=_pair(stride), padding=_pair(padding),
-                        dilation=_pair(dilation), groups=int(groups))
+        y = _packed_conv2d(cx, op, x, weight, stride, padding, dilation, groups)
+        if y is None:
+            y = R.nn.conv2d(x, weight, strides=_pair(stride), padding=_pair(padding),
+                            dilation=_pair(dilation), groups=int(groups))
         if bias is None:
             return y
         return R.add(cx.emit(y), R.reshape(bias, (1, -1, 1, 1)))
 
     return _widened(cx, op, conv, x, weight, bias)
+
+
+def _packed_conv2d(cx, op, x, weight, stride, padding, dilation, groups):
+    """A CPU conv2d with a constant f32 weight: the packed-weight kernel
+    (schedules/conv_packed.py), or None where it does not apply (a GPU target, a weight computed
+    at run time, a symbolic spatial dim, a non-float32 dtype)."""
+    target = tvm.target.Target.current(allow_none=True)
+    if target is not None and target.kind.name != "llvm":
+        return None
+    if not isinstance(weight, tvm.ir.expr.Constant) or op.inputs[0].type.rank != 4:
+        return None
+    xtype = op.inputs[0].type
+    if xtype.dtype != DType.f32 or op.inputs[1].type.dtype != DType.f32:
+        return None
+    if not all(isinstance(d, int) for d in xtype.shape[1:]):
+        return None
+    xshape = [cx.dim(xtype.shape[0]), *xtype.shape[1:]]
+    try:
+        from ..schedules import conv_packed as CP
+        from ..schedules.common import cpu_params
+    except ModuleNotFoundError:  # the schedules package is optional (see build.py)
+        return None
+    w = weight.value.numpy()
+    (kh, kw), (ph, pw) = w.shape[2:], _pair(padding)
+    shape = CP.ConvShape(int(xshape[1]), int(w.shape[0]), int(xshape[2]), int(xshape[3]),
+                         (int(kh), int(kw)), _pair(stride), (ph, pw, ph, pw), _pair(dilation),
+                         int(groups))
+    if min(shape.out_hw) < 1 or w.shape[1] != shape.group_in:
+        return None
+    tile = CP.choose_tile(shape, cpu_params(target or tvm.target.Target("llvm")))
+    if tile is None:
+        return None
+    func = CP.packed_conv2d_func(xtype.shape[0] if isinstance(xtype.shape[0], int) else None,
+                                 shape, tile, "float32")
+    gv = cx.bb.add_func(func, "packed_conv2d")
+    packed = relax.const(CP.pack_conv_weight(w, shape, tile))
+    oh, ow = shape.out_hw
+    out = relax.TensorType([xshape[0], shape.out_channels, oh, ow], "float32")
+    return relax.call_tir(gv, [x, packed], out)
 
 
 def _ceil_extra(size, k: int, s: int, p: int, d: int) -> int:

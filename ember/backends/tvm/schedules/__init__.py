@@ -15,16 +15,29 @@ from tvm import tirx
 from . import threads
 from .common import CpuParams, cpu_params, log
 from .conv2d import Conv2d
+from .conv_packed import PackedConv2d, specialize_batches
 from .elementwise import Elementwise
 from .matmul import Matmul
-from .packed import PackedMatmul, prepack_weights
+from .packed import PackedMatmul
+from .packed import prepack_weights as _prepack_matmul_weights
 from .reduction import GenericReduction, RowReduction
 
-# Conv2d first: a stride-1 conv also passes the GEMM trait test (y + ry is one index).
-RULES = (PackedMatmul(), Conv2d(), Matmul(), RowReduction(), GenericReduction(), Elementwise())
+# Conv2d before Matmul: a stride-1 conv also passes the GEMM trait test (y + ry is one index).
+# PackedConv2d takes the convs the conv2d lowering built on a packed constant weight.
+RULES = (PackedMatmul(), PackedConv2d(), Conv2d(), Matmul(), RowReduction(), GenericReduction(),
+         Elementwise())
 
 __all__ = ["RULES", "CpuParams", "apply_cpu_schedules", "cpu_params", "prepack_weights",
            "schedule_func"]
+
+
+def prepack_weights(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """After legalization: constant GEMM weights packed (packed.py); packed convs (their
+    weights were packed by the conv2d lowering) rebuilt for the static batches they are called
+    with (conv_packed.py)."""
+    if target.kind.name == "llvm":
+        mod = specialize_batches(mod)
+    return _prepack_matmul_weights(mod, target)
 
 
 def _is_scheduled(func: tirx.PrimFunc) -> bool:
@@ -43,9 +56,21 @@ def schedule_func(
             log.debug("schedule rule %s failed on %s: %s", rule.name, _name(func), e)
             continue
         if sch is not None:  # small work runs serially (see threads.py)
-            scheduled = threads.choose_threading(func, sch, threads.PARALLEL_MIN_WORK)
+            scheduled = _threaded(rule, func, sch)
             return scheduled.with_attr("tirx.is_scheduled", True), rule.name
     return func, None
+
+
+def _threaded(rule, func: tirx.PrimFunc, sch) -> tirx.PrimFunc:
+    """threads.choose_threading, except for a rule that opts out of its run-time serial branch
+    (`static_threading_only`) on a symbolic-size kernel: the branch's two bodies share the
+    root-allocated intermediates, so TVM allocates them for the whole batch, not per image
+    (packed conv: a batch-sized im2col buffer, 2x slower at batch 64)."""
+    if getattr(rule, "static_threading_only", False):
+        work = threads.block_work(func)
+        if work is None or not isinstance(work, tirx.IntImm):
+            return sch.mod["main"]
+    return threads.choose_threading(func, sch, threads.PARALLEL_MIN_WORK)
 
 
 def apply_cpu_schedules(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
