@@ -4,7 +4,8 @@ Why an explicit pipeline: `tvm.compile` on a CPU target runs only the default lo
 so nothing is fused unless we legalize and fuse first. The stages, each timed for the compile
 report (`executable.ember_timings`, seconds):
 
-    legalize   Relax ops -> TIR PrimFuncs, op patterns annotated, constants folded
+    fold       weight layout ops (transpose/reshape of a constant) evaluated with numpy
+    legalize   Relax ops -> TIR PrimFuncs, op patterns annotated, other constants folded
     fuse       FuseOps + FuseTIR: one kernel per fused group
     schedule   CPU: ember.backends.tvm.schedules.apply_cpu_schedules (when installed);
                GPU: dlight's default GPU rules (every kernel needs a thread binding on a GPU)
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import tvm
 from tvm import relax
 
@@ -39,9 +41,65 @@ except ModuleNotFoundError as e:  # only its absence; a broken schedules package
 
 
 def legalize_passes() -> list:
+    """The passes of build's `fold` and `legalize` stages, in order."""
+    return [fold_layout_constants_pass(), *tvm_legalize_passes()]
+
+
+def tvm_legalize_passes() -> list:
     return [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan(),
             relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant()]
+
+
+def fold_layout_constants_pass() -> tvm.transform.Pass:
+    """`fold_layout_constants` as a module pass (runs first in `legalize_passes`)."""
+    return tvm.transform.module_pass(lambda mod, _ctx: fold_layout_constants(mod), opt_level=0,
+                                     name="EmberFoldLayoutConstants")
+
+
+def fold_layout_constants(mod: tvm.IRModule) -> tvm.IRModule:
+    """`permute_dims` and static `reshape` of a constant replaced by the constant they make.
+
+    Why: lowerings emit weight transposes (linear: W.T) and bias reshapes (conv), and Relax's
+    FoldConstant evaluates each by building its legalized kernel with LLVM, one build per
+    call: 28 builds, 1.5-2 s of digits_vit's compile (main and main_b1 each have one per
+    weight). A numpy transpose or reshape of the same data gives the same bytes in microseconds.
+    """
+    folder = _LayoutConstantFolder(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            folder.builder_.update_func(gv, folder.visit_expr(func))
+    return folder.builder_.get() if folder.folded else mod
+
+
+_PERMUTE_DIMS = tvm.ir.Op.get("relax.permute_dims")
+_RESHAPE = tvm.ir.Op.get("relax.reshape")
+
+
+@relax.expr_functor.mutator
+class _LayoutConstantFolder(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.folded = 0
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = self.visit_expr_post_order(call)
+        is_permute = call.op.same_as(_PERMUTE_DIMS)
+        if not (is_permute or call.op.same_as(_RESHAPE)) \
+                or not isinstance(call.args[0], tvm.ir.GenericConst):
+            return call
+        data = call.args[0].value.numpy()
+        if is_permute:
+            axes = call.attrs.axes
+            folded = data.transpose(None if axes is None else [int(a) for a in axes])
+        else:
+            shape = call.args[1]
+            if not isinstance(shape, relax.ShapeExpr) \
+                    or not all(isinstance(d, tvm.tirx.IntImm) for d in shape.values):
+                return call  # a symbolic or computed shape: left to LegalizeOps
+            folded = data.reshape([int(d) for d in shape.values])
+        self.folded += 1
+        return relax.const(np.ascontiguousarray(folded), str(data.dtype))
 
 
 def fuse_passes() -> list:
@@ -73,7 +131,8 @@ def build(mod: tvm.IRModule, target: TargetSpec | str | dict, *, schedule: bool 
         finally:
             timings[name] = time.perf_counter() - t0
 
-    mod = stage("legalize", tvm.transform.Sequential(legalize_passes()), mod)
+    mod = stage("fold", fold_layout_constants, mod)
+    mod = stage("legalize", tvm.transform.Sequential(tvm_legalize_passes()), mod)
     cpu_scheduled = schedule and spec.is_cpu and _apply_cpu_schedules is not None
     if cpu_scheduled:  # constant GEMM weights packed once here, not inside every call
         mod = stage("prepack", lambda m: _prepack_weights(m, tgt), mod)
@@ -92,12 +151,46 @@ def build(mod: tvm.IRModule, target: TargetSpec | str | dict, *, schedule: bool 
         scheduled = True
     else:
         timings["schedule"] = 0.0
-    ex = stage("compile", lambda m: tvm.compile(m, target=tgt), mod)
+    ex = stage("compile", lambda m: tvm.compile(m, target=tgt, relax_pipeline=relax_pipeline(spec)),
+               mod)
     ex.ember_timings = timings
     ex.ember_target = spec
     ex.ember_scheduled = scheduled
     ex.ember_tuning = tuning
     return ex
+
+
+def relax_pipeline(spec: TargetSpec):
+    """tvm.compile's default Relax pipeline; on CPU followed by `_noalias_shape_funcs`.
+
+    Why: VMShapeLower adds a `shape_func` PrimFunc to a module with symbolic shapes, without
+    `tirx.noalias`. With one such function in the module, the LLVM codegen left every kernel's
+    buffers may-alias (no `_compute_` function with noalias arguments), so register-tiled
+    accumulators were stored back after every FMA: a dynamic-batch digits_cnn ran its convs
+    2.5x slower than the static build of the same kernels.
+    """
+    if not spec.is_cpu:
+        return "default"
+    return tvm.transform.Sequential([relax.get_pipeline("default"), _noalias_shape_funcs()])
+
+
+def _noalias_shape_funcs():
+    @tvm.transform.module_pass(opt_level=0, name="NoaliasShapeFuncs")
+    def mark(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        updates = {}
+        for gv, func in mod.functions_items():
+            if (isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None
+                    and func.attrs.get("tirx.is_host_func", False)
+                    and "tirx.noalias" not in func.attrs and len(func.params) <= 1):
+                updates[gv] = func.with_attr("tirx.noalias", True)  # one buffer: no alias
+        if not updates:
+            return mod
+        mod = mod.clone()
+        for gv, func in updates.items():
+            mod.update_func(gv, func)
+        return mod
+
+    return mark
 
 
 def fused_module(mod: tvm.IRModule, target: TargetSpec | str | dict) -> tuple[tvm.IRModule, Any]:

@@ -71,9 +71,9 @@ def choose(kind: str, steps: int | str, state: int, cores: int | None = None, ba
     if kind == "diag":
         if steps < 2:
             return Choice("sequential", f"T={steps}: nothing to parallelize")
-        chunked = state < 64 * cores
-        how = (f"time chunks across {cores} cores (state {state} < {64 * cores} lanes)" if chunked
-               else f"state blocks across {cores} cores, no extra work")
+        how = (f"time split across {cores} cores (each later thread warms up from the decay "
+               f"window of a, then a bitwise fix-up)" if cores > 1
+               else "one core: streaming-store scan")
         return Choice("parallel_scan", f"diagonal affine, T={steps}, state {state}: {how}")
     if kind == "dense":
         return Choice("sequential", f"dense affine state map (d={state}): a parallel combine "
