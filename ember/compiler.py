@@ -68,10 +68,16 @@ def compile(module_or_graph: Any, example_inputs: Sequence[Any] | None = None, p
         tuning = getattr(executable, "ember_tuning", None)
         if tuning is not None and tune_config is not None:
             tuning = {**tuning, "tuned_now": tuned}
-        manifest = make_manifest(graph, spec, pipeline, steps.timings,
-                                 extra={"tuning": tuning} if tuning else None)
+        extra, members = ({"tuning": tuning} if tuning else {}), {}
+        if spec.target_dict.get("kind") == "cuda":  # machine code, so the device needs no nvcc
+            from .backends.tvm.cuda_binary import precompile
+
+            members, extra["cuda_binary"] = precompile(executable, spec.tvm_target(),
+                                                       spec.target_dict["arch"])
+        manifest = make_manifest(graph, spec, pipeline, steps.timings, extra=extra or None)
         path = Path(output) if output is not None else Path(tmp) / "model.ember"
-        write_artifact(path, manifest=manifest, lib=Path(library), ir_text=str(graph))
+        write_artifact(path, manifest=manifest, lib=Path(library), ir_text=str(graph),
+                       extra_members=members)
         if output is None:  # load before the temp dir goes away
             from .runtime import load
 

@@ -75,6 +75,11 @@ class CompiledModel:
         self.outputs: list[TensorSpec] = artifact.outputs
         self._check_tvm_version(tvm.__version__)
         self._device = self._make_device(tvm)
+        self.cuda_plan: dict[str, Any] | None = None
+        if self.manifest["target"].get("target", {}).get("kind") == "cuda":
+            from . import cuda  # the runtime compiles the kernels' CUDA C on load: hand it code
+
+            self.cuda_plan = cuda.install(tvm, self.manifest, artifact.members)
         self._lib = self._load_library(tvm, artifact.members[LIBRARY])
         self._local = threading.local()
         self._tensor = tvm.runtime.tensor

@@ -36,7 +36,7 @@ _CPU_KINDS = ("llvm", "c")
 
 RUNTIME_FILES = ("ember/__init__.py", "ember/errors.py", "ember/runtime/__init__.py",
                  "ember/runtime/artifact.py", "ember/runtime/compat.py", "ember/runtime/module.py",
-                 "ember/backends/__init__.py", "ember/backends/tvm/__init__.py",
+                 "ember/runtime/cuda.py", "ember/backends/__init__.py", "ember/backends/tvm/__init__.py",
                  "ember/backends/tvm/targets.py")
 """The ember files a device needs to `ember.load` and call an artifact itself (besides numpy and
 the TVM runtime); tests/backends/tvm/test_edge.py runs an aarch64 artifact with only these."""
