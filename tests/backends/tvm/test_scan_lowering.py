@@ -1,5 +1,6 @@
 """ctrl.scan lowering strategies (per-step Relax calls vs one TIR loop) and the linear-scan
-kernels (prefix split, reduce/carry/rescan), each against the reference interpreter."""
+kernels (warm-start split with its fix-up, reduce/carry/rescan), against the reference
+interpreter or, bitwise, against a sequential loop with the same rounding."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from tvm import relax
 import ember
 from ember.backends.tvm import build, lower
 from ember.backends.tvm.kernels.scan import (
+    STREAM_BYTES,
     linear_scan_kernel,
     plan_scan,
     prefix_cuts,
-    prefix_scan_kernel,
 )
+from ember.backends.tvm.kernels.scan_warm import warm_scan_kernel
 from ember.backends.tvm.lowering.control import CALL_MAX_STEPS, scan_strategy
 from ember.ir import DType, Graph, TensorType
 
@@ -146,39 +148,86 @@ def _kernel(key, make):
     return _KERNELS[key]
 
 
-def _sequential(a, b, h0):
+def _fma_sequential(a, b, h0):
+    """The sequential loop with one rounding per step (a fused multiply-add, what the kernels
+    compile to on an FMA target): exact product and sum in float64, then rounded once."""
     h, prev = np.empty_like(b), h0.copy()
     for t in range(b.shape[0]):
-        prev = a[t if a.shape[0] > 1 else 0] * prev + b[t]
+        prev = (a[t if a.shape[0] > 1 else 0].astype(np.float64) * prev + b[t]).astype(b.dtype)
         h[t] = prev
     return h
 
 
+_FMA_TARGET = {"kind": "llvm", "mcpu": "haswell"}  # AVX2 + FMA: runs on any x86-64 host since
+
+
+def _run_kernel(fn, a, b, h0):
+    out = tvm.runtime.tensor(np.zeros(b.shape, b.dtype))
+    fn(*[tvm.runtime.tensor(v) for v in (a, b, h0)], out)
+    return out.numpy()
+
+
+# a's range: decays fast (window << cut), decays too slowly (prefix replay from h0), grows and
+# changes sign (no decay: replay from h0; per-step a may pass the probes: the fix-up repairs)
+_A_RANGES = [(0.3, 0.9), (0.999, 1.0), (-1.05, 1.05)]
+
+
 @pytest.mark.parametrize("cores", [2, 3, 4])
 @pytest.mark.parametrize("per_step", [False, True])
-def test_prefix_split_is_bitwise_the_sequential_loop(cores, per_step):
-    rng = np.random.default_rng(cores)
-    steps, lanes = 1031, 40
+@pytest.mark.parametrize("streaming", [False, True])
+def test_warm_split_is_bitwise_the_sequential_loop(cores, per_step, streaming):
+    steps, lanes = 1031, 40 if not streaming else 48
     cuts = prefix_cuts(steps, cores, 0.4)
     assert cuts[0] == 0 and cuts[-1] == steps and list(cuts) == sorted(cuts)
-    fn = _kernel(("prefix", steps, lanes, cuts, per_step),
-                 lambda: prefix_scan_kernel(steps, lanes, cuts, per_step))
-    a = rng.uniform(-1.05, 1.05, (steps if per_step else 1, lanes)).astype(np.float32)
+    key = ("warm", steps, lanes, cores, per_step, streaming)
+    if key not in _KERNELS:
+        f = warm_scan_kernel(steps, lanes, cores, per_step, 0.4, cuts, streaming)
+        f = f.with_attr("global_symbol", "main")
+        _KERNELS[key] = tvm.compile(tvm.IRModule({"main": f}), target=_FMA_TARGET)["main"]
+    for k, (lo, hi) in enumerate(_A_RANGES):
+        rng = np.random.default_rng(cores * 10 + k)
+        a = rng.uniform(lo, hi, (steps if per_step else 1, lanes)).astype(np.float32)
+        b = rng.standard_normal((steps, lanes)).astype(np.float32)
+        h0 = rng.standard_normal(lanes).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.testing.assert_array_equal(_run_kernel(_KERNELS[key], a, b, h0),
+                                          _fma_sequential(a, b, h0))
+
+
+def test_warm_split_repairs_a_window_that_was_too_short():
+    """Per-step a: the window comes from a few sampled rows of a; here those rows decay fast
+    and the rows before the cut do not decay at all, so the warm start is wrong and the fix-up
+    must recompute the rows (and NaN in b before the cut must reach every later row)."""
+    steps, lanes = 2048, 16
+    cuts = prefix_cuts(steps, 2, 0.65)
+    f = warm_scan_kernel(steps, lanes, 2, True, 0.65, cuts).with_attr("global_symbol", "main")
+    fn = tvm.compile(tvm.IRModule({"main": f}), target=_FMA_TARGET)["main"]
+    rng = np.random.default_rng(5)
+    a = np.full((steps, lanes), 1.0, np.float32)
+    for q in (1, 2, 3):
+        a[steps * q // 4] = 0.01  # the sampled rows promise a window of ~5 steps
     b = rng.standard_normal((steps, lanes)).astype(np.float32)
     h0 = rng.standard_normal(lanes).astype(np.float32)
-    out = tvm.runtime.tensor(np.zeros((steps, lanes), np.float32))
-    fn(*[tvm.runtime.tensor(v) for v in (a, b, h0)], out)
-    np.testing.assert_array_equal(out.numpy(), _sequential(a, b, h0))
+    np.testing.assert_array_equal(_run_kernel(fn, a, b, h0), _fma_sequential(a, b, h0))
+    a[:] = 0.5
+    b[100, 3] = np.nan
+    got = _run_kernel(fn, a, b, h0)
+    assert np.isnan(got[100:, 3]).all() and np.isfinite(got[:, 4]).all()
 
 
 def test_plans():
-    wide = plan_scan(65536, 1024, 2, per_step_a=False)
-    assert wide.cuts and wide.cuts[1] > 65536 // 2  # the replaying thread writes fewer rows
-    assert wide.width == 1024  # whole rows
+    wide = plan_scan(65536, 1024, 2, per_step_a=False, streaming=True)
+    assert wide.threads == 2 and wide.cuts[1] > 65536 // 2  # a full replay writes fewer rows
+    assert wide.streaming and wide.width == 1024  # whole rows, non-temporal stores
+    assert not plan_scan(65536, 1024, 2, per_step_a=False).streaming  # not an x86 target
+    assert not plan_scan(1024, 64, 2, streaming=True).streaming  # h stays in cache
+    assert plan_scan(STREAM_BYTES // 4, 1, 1, streaming=True).streaming is False  # odd rows
     assert plan_scan(100, 8, 2).parallel is False  # too small to wake the pool
+    serial_big = plan_scan(65536, 1024, 1, streaming=True)
+    assert serial_big.threads == 1 and serial_big.streaming
     narrow = plan_scan(65536, 8, 2)
-    assert not narrow.cuts and narrow.chunks == 8
-    assert plan_scan(65536, 1024, 4).chunks == 16  # more cores: reduce / carry / rescan
+    assert narrow.threads == 2 and narrow.rho == 1.0  # latency-bound rows: replay costs a row
+    assert plan_scan(65536, 1024, 4).threads == 4
     forced = plan_scan(1000, 64, 2, chunk=100)
     assert not forced.cuts and forced.chunks == 10
 
@@ -201,3 +250,22 @@ def test_linear_scan_op_matches_interpreter(steps, lanes, cores, per_step):
     g.set_outputs(g.add("ctrl.linear_scan", av, bv, hv))
     want = ember.interpret(g, a if per_step else a[0], b, h0)
     np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_linear_scan_views_its_operands_in_place():
+    """A [T, 1, d] scan with a [1, d] decay: the kernel takes the tensors as they are (no
+    reshape kernels around it, each a full copy of [T, d]) and matches the interpreter."""
+    steps, d = 1500, 24
+    g = Graph("ls3")
+    av = g.add_input("a", TensorType((1, d), F32))
+    bv = g.add_input("b", TensorType((steps, 1, d), F32))
+    hv = g.add_input("h0", TensorType((1, d), F32))
+    g.set_outputs(g.add("ctrl.linear_scan", av, bv, hv))
+    names = {gv.name_hint for gv in lower(g).get_global_vars()}
+    assert names == {"main", "linear_scan"}, names
+    rng = np.random.default_rng(7)
+    a = rng.uniform(0.2, 0.9, (1, d)).astype(np.float32)
+    b = rng.standard_normal((steps, 1, d)).astype(np.float32)
+    h0 = rng.standard_normal((1, d)).astype(np.float32)
+    np.testing.assert_allclose(_run(g, a, b, h0)[0], ember.interpret(g, a, b, h0),
+                               rtol=1e-5, atol=1e-5)

@@ -1,48 +1,61 @@
-"""Parallel linear scan: h_t = a_t * h_{t-1} + b_t over a [T, N] state, on CPU threads.
+"""Linear scan h_t = a_t * h_{t-1} + b_t over a [T, N] state, on CPU threads: which kernel.
 
 The recurrence is memory-bound as soon as the state has a few vectors of lanes: it reads b (and
-a, when per step) and writes h, one FMA per element. So every item here walks WHOLE rows (the
-state vectorized 8 lanes at a time, contiguous streams the prefetchers follow; splitting the
-state between cores made each core stream half rows: 1.4-3x slower per element), and
-time is what gets cut between cores:
+a, when per step) and writes h, one FMA per element. Every kernel here walks WHOLE rows (the
+state vectorized 8 lanes at a time: contiguous streams the prefetchers follow), and time is
+what gets cut between cores:
 
-- prefix split (`prefix_scan_kernel`, two cores, >= 32 lanes): thread k replays rows [0, s_k)
-  from h0 without writing (its carry-in is then exactly h[s_k - 1]) and writes rows
-  [s_k, s_k+1). One pass over h, no barrier, bitwise the sequential loop's result; the
-  read-only replay costs ~0.65 of a written row here (REPLAY_COST), so the later thread gets
-  fewer rows to write (`prefix_cuts`): at best 2 - 0.65 = 1.35x over one core, about what
-  reduce/carry/rescan's extra pass over b allows too, but without its barrier and carry pass.
-- reduce / carry / rescan (`linear_scan_kernel`, narrow states and more cores): C chunks of L
-  steps; (1) parallel over chunks < C-1: end value E and product P of the a's, h not
-  written; (2) serial carries carry[c] = P[c-1]*carry[c-1] + E[c-1]; (3) parallel over chunks:
-  re-run each chunk from its carry, writing h once. Within a chunk the rounding is exactly the
-  sequential loop's.
+- warm-start split (kernels/scan_warm.py, the default on >= 2 cores): thread k starts from
+  zero W rows before its cut, W from the decay of |a| (2^-32 after W steps), writes its rows,
+  and a serial fix-up after the join makes every row bitwise the sequential loop's. When |a|
+  does not decay (W past the first cut) it replays from h0 instead (the prefix split, exact by
+  construction, cuts balanced by `prefix_cuts`). Outputs of STREAM_BYTES or more are written
+  with non-temporal stores (2 bytes of traffic per byte of h instead of 3).
+- reduce / carry / rescan (`linear_scan_kernel` without cuts; the op's `chunk` attribute asks
+  for it): C chunks of L steps; (1) parallel over chunks < C-1: end value E and product P of
+  the a's, h not written; (2) serial carries carry[c] = P[c-1]*carry[c-1] + E[c-1]; (3)
+  parallel over chunks: re-run each chunk from its carry, writing h once. Within a chunk the
+  rounding is exactly the sequential loop's.
 
 Small scans (under SERIAL_BELOW elements) run on the calling thread: waking the pool would cost
-more than the scan.
-"""
+more than the scan."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from tvm import tirx
 from tvm.script import tirx as T
 
-__all__ = ["ScanPlan", "linear_scan_kernel", "plan_scan", "prefix_cuts", "prefix_scan_kernel"]
+from ....errors import LoweringError
+
+__all__ = ["ScanPlan", "flat_shapes", "linear_scan_kernel", "plan_scan", "prefix_cuts", "vector_lanes"]
 
 VECTOR = 8  # float32 lanes of an AVX2 register
 SERIAL_BELOW = 1 << 15  # elements (T*N) under which the scan stays on the calling thread
+MIN_SPLIT_STEPS = 512  # shorter scans are not cut in time (a wide, short state stays serial)
 # Time of a read-only replayed row relative to a written one, measured one thread at a time on
 # the Zen 3 host (T 4096..65536 x d 64..1024, time-invariant a: 0.58-0.77); reads dominate.
+# Narrow states are bound by the FMA latency chain instead, replayed or not.
 REPLAY_COST = 0.65
 REPLAY_COST_PER_STEP_A = 0.75  # two streams read per row (a and b), one written
+NARROW_LANES = 16  # up to here a row is two vectors: the latency chain, not memory, sets speed
+# h of this many bytes or more is written with non-temporal stores. Below it, b and h together
+# stay within half the 32 MiB L3 and the next kernel reads h from cache: on the Zen 3 host
+# streaming lost at 1 MiB (x0.7) and 4 MiB (x0.9) of h, and won at 16 MiB (x1.2-1.7).
+STREAM_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
 class ScanPlan:
-    """How one [T, N] scan is cut: L steps per chunk (C chunks), W state lanes per block; or,
-    with `cuts`, one item per thread over rows [cuts[k], cuts[k+1]) (`prefix_scan_kernel`)."""
+    """How one [T, N] scan is cut.
+
+    With `cuts`: the warm-start split (kernels/scan_warm.py), one item per thread over rows
+    [cuts[k], cuts[k+1]) when the state does not decay (otherwise the kernel moves the cuts by
+    the decay window it measures); `rho` is a replayed row's cost, `streaming` non-temporal
+    stores. Without: reduce / carry / rescan, L = `chunk` steps per chunk (C chunks), `width`
+    state lanes per block (`parallel` False: one serial item)."""
 
     steps: int
     lanes: int
@@ -50,6 +63,8 @@ class ScanPlan:
     width: int
     parallel: bool = True
     cuts: tuple[int, ...] = ()
+    rho: float = REPLAY_COST
+    streaming: bool = False
 
     @property
     def chunks(self) -> int:
@@ -59,44 +74,77 @@ class ScanPlan:
     def blocks(self) -> int:
         return self.lanes // self.width
 
+    @property
+    def threads(self) -> int:
+        """Items of the warm-start split (0 for a reduce / carry / rescan plan)."""
+        return len(self.cuts) - 1 if self.cuts else 0
 
-def plan_scan(steps: int, lanes: int, cores: int, chunk: int | None = None,
-              min_chunk: int = 256, per_step_a: bool = True) -> ScanPlan:
-    """Whole rows per item (contiguous streams); how time is cut depends on the state width.
 
-    - small scans (< SERIAL_BELOW elements) or one core: one serial item;
-    - two cores and a state of >= 32 lanes (memory-bound: the FMA chain is not the limit):
-      the prefix split (`prefix_scan_kernel`, balanced by `prefix_cuts` for the bytes a
-      read-only row costs relative to a written one);
-    - otherwise reduce / carry / rescan over 4 chunks per core (`chunk` sets the chunk length,
-      as the op's `chunk` attribute does, and always selects this form).
+def plan_scan(steps: int, lanes: int, cores: int, chunk: int | None = None, *,
+              per_step_a: bool = True, streaming: bool = False, itemsize: int = 4) -> ScanPlan:
+    """The kernel for a [T, N] scan on `cores` threads.
+
+    - `chunk` given (the op's attribute): reduce / carry / rescan with that chunk length;
+    - small scans (< SERIAL_BELOW elements, or < MIN_SPLIT_STEPS steps) or one core: one
+      serial item (with streaming stores when h is large);
+    - otherwise the warm-start time split over `cores` threads.
+    `streaming`: the target can take non-temporal stores (x86); they are used for float32 h of
+    STREAM_BYTES or more whose rows are whole vectors.
     """
     steps1 = max(steps, 1)
-    parallel = cores > 1 and steps * lanes >= SERIAL_BELOW
-    if chunk is None and parallel and cores == 2 and lanes >= 32 and steps >= 2 * min_chunk:
-        cuts = prefix_cuts(steps, cores, REPLAY_COST_PER_STEP_A if per_step_a else REPLAY_COST)
-        return ScanPlan(steps, lanes, steps1, lanes, True, cuts)
-    if chunk is None:
-        chunk = steps1 if not parallel or steps < 2 * min_chunk else \
-            max(min_chunk, -(-steps // (4 * cores)))
-    return ScanPlan(steps, lanes, max(1, min(chunk, steps1)), lanes, parallel)
+    stream = (streaming and itemsize == 4 and lanes % VECTOR == 0
+              and steps * lanes * itemsize >= STREAM_BYTES)
+    if chunk is not None:
+        parallel = cores > 1 and steps * lanes >= SERIAL_BELOW
+        return ScanPlan(steps, lanes, max(1, min(chunk, steps1)), lanes, parallel)
+    if cores < 2 or steps * lanes < SERIAL_BELOW or steps < MIN_SPLIT_STEPS:
+        if stream:
+            return ScanPlan(steps, lanes, steps1, lanes, False, (0, steps), streaming=True)
+        return ScanPlan(steps, lanes, steps1, lanes, False)
+    rho = 1.0 if lanes <= NARROW_LANES else \
+        REPLAY_COST_PER_STEP_A if per_step_a else REPLAY_COST
+    return ScanPlan(steps, lanes, steps1, lanes, True, prefix_cuts(steps, cores, rho), rho,
+                    stream)
 
 
-def _vec(width: int) -> int:
+def flat_shapes(steps: int, lanes: int, per_step_a: bool, shapes: tuple | None) -> tuple:
+    """The (a, b, h0) buffer shapes: the caller's, checked against the flat [T, N] view."""
+    flat = ((steps if per_step_a else 1, lanes), (steps, lanes), (lanes,))
+    if shapes is None:
+        return flat
+    out = tuple(tuple(int(d) for d in s) for s in shapes)
+    for got, want in zip(out, flat):
+        if math.prod(got) != math.prod(want):
+            raise LoweringError(f"ctrl.linear_scan: buffer of shape {got} is not a view of "
+                                f"{want} (T={steps}, state of {lanes} lanes); a must have b's "
+                                "shape or one row of it, h0 one row")
+    return out
+
+
+def vector_lanes(width: int) -> int:
+    """The widest of 8, 4, 2 lanes that divides `width` (1 if none)."""
     for v in (VECTOR, 4, 2):
         if width % v == 0:
             return v
     return 1
 
 
-def linear_scan_kernel(plan: ScanPlan, per_step_a: bool, dtype: str = "float32"
-                       ) -> tirx.PrimFunc:
-    """PrimFunc (a, b, h0, h): a [T, N] or [1, N], b/h [T, N], h0 [N] (flattened state)."""
+def linear_scan_kernel(plan: ScanPlan, per_step_a: bool, dtype: str = "float32",
+                       shapes: tuple | None = None) -> tirx.PrimFunc:
+    """PrimFunc (a, b, h0, h): a [T, N] or [1, N], b/h [T, N], h0 [N] (flattened state).
+
+    `shapes`: the (a, b, h0) shapes the caller passes (h has b's shape), when they are not
+    those flat ones: the kernel views them flat in place (no reshape kernels around it, which
+    LegalizeOps would turn into two copies of [T, N])."""
+    a_shape, b_shape, h0_shape = flat_shapes(plan.steps, plan.lanes, per_step_a, shapes)
     if plan.cuts:
-        return prefix_scan_kernel(plan.steps, plan.lanes, plan.cuts, per_step_a, dtype)
+        from .scan_warm import warm_scan_kernel
+
+        return warm_scan_kernel(plan.steps, plan.lanes, plan.threads, per_step_a, plan.rho,
+                                plan.cuts, plan.streaming, dtype, shapes)
     n_steps, n, width, length = plan.steps, plan.lanes, plan.width, plan.chunk
     chunks, blocks = plan.chunks, plan.blocks
-    vw = _vec(width)
+    vw = vector_lanes(width)
     nv = width // vw
     ta = n_steps if per_step_a else 1
     ps = 1 if per_step_a else 0
@@ -106,10 +154,14 @@ def linear_scan_kernel(plan: ScanPlan, per_step_a: bool, dtype: str = "float32"
     @T.prim_func(private=True)
     def linear_scan(a: T.handle, b: T.handle, h0: T.handle, h: T.handle):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        A = T.match_buffer(a, (ta, n), dtype)
-        B = T.match_buffer(b, (n_steps, n), dtype)
-        H0 = T.match_buffer(h0, (n,), dtype)
-        H = T.match_buffer(h, (n_steps, n), dtype)
+        A0 = T.match_buffer(a, a_shape, dtype)
+        B0 = T.match_buffer(b, b_shape, dtype)
+        H00 = T.match_buffer(h0, h0_shape, dtype)
+        Hout = T.match_buffer(h, b_shape, dtype)
+        A = T.decl_buffer((ta, n), dtype, data=A0.data)
+        B = T.decl_buffer((n_steps, n), dtype, data=B0.data)
+        H0 = T.decl_buffer((n,), dtype, data=H00.data)
+        H = T.decl_buffer((n_steps, n), dtype, data=Hout.data)
         E = T.alloc_buffer((head, n), dtype)
         P = T.alloc_buffer((head, n), dtype)
         CR = T.alloc_buffer((chunks, n), dtype)
@@ -157,64 +209,13 @@ def linear_scan_kernel(plan: ScanPlan, per_step_a: bool, dtype: str = "float32"
 
 
 def prefix_cuts(steps: int, cores: int, rho: float) -> tuple[int, ...]:
-    """Row cuts 0 = s_0 < s_1 < ... < s_P = T for `prefix_scan_kernel`, balancing the threads:
-    thread k replays rows [0, s_k) read-only (cost rho per row, relative to a written row)
-    and writes rows [s_k, s_k+1): s_k+1 = s_k + u - rho * s_k, scaled so that s_P = T."""
+    """Row cuts 0 = s_0 <= s_1 <= ... <= s_P = T for the prefix split (the warm-start kernel
+    when |a| does not decay), balancing the threads: thread k replays rows [0, s_k) read-only
+    (cost rho per row, relative to a written row) and writes rows [s_k, s_k+1):
+    s_k+1 = s_k + u - rho * s_k, scaled so that s_P = T."""
     raw = [0.0]
     for _ in range(cores):
         raw.append(raw[-1] + 1.0 - rho * raw[-1])
     cuts = [round(steps * r / raw[-1]) for r in raw]
     cuts[-1] = steps
     return tuple(cuts)
-
-
-def _pick(item, values):
-    """values[item] as a TIR expression (a Select chain over the few thread indices)."""
-    out = tirx.const(values[-1], "int32")
-    for k in range(len(values) - 2, -1, -1):
-        out = tirx.Select(item == k, tirx.const(values[k], "int32"), out)
-    return out
-
-
-def prefix_scan_kernel(steps: int, lanes: int, cuts: tuple[int, ...], per_step_a: bool,
-                       dtype: str = "float32") -> tirx.PrimFunc:
-    """PrimFunc (a, b, h0, h) like `linear_scan_kernel`, one item per thread over whole rows.
-
-    Thread k runs the recurrence from h0 over rows [0, s_k) without writing (its carry-in is
-    then exactly h[s_k - 1]), then over rows [s_k, s_k+1) writing h. No second pass over h, no
-    barrier between threads, contiguous whole rows per thread (what the prefetchers stream
-    best), and bitwise the sequential loop's results. The price is the read-only replay, so
-    thread k gets fewer rows to write (`prefix_cuts`).
-    """
-    n, threads = lanes, len(cuts) - 1
-    vw = _vec(n)
-    nv = n // vw
-    ta = steps if per_step_a else 1
-    ps = 1 if per_step_a else 0
-    los, his = list(cuts[:-1]), list(cuts[1:])
-
-    @T.prim_func(private=True)
-    def linear_scan(a: T.handle, b: T.handle, h0: T.handle, h: T.handle):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        A = T.match_buffer(a, (ta, n), dtype)
-        B = T.match_buffer(b, (steps, n), dtype)
-        H0 = T.match_buffer(h0, (n,), dtype)
-        H = T.match_buffer(h, (steps, n), dtype)
-        for item in T.parallel(threads):
-            acc = T.alloc_buffer((n,), dtype, scope="local")
-            for v in range(nv):
-                for j in T.vectorized(vw):
-                    acc[v * vw + j] = H0[v * vw + j]
-            for s in range(_pick(item, los)):
-                for v in range(nv):
-                    for j in T.vectorized(vw):
-                        acc[v * vw + j] = A[s * ps, v * vw + j] * acc[v * vw + j] \
-                            + B[s, v * vw + j]
-            for s in range(_pick(item, his) - _pick(item, los)):
-                for v in range(nv):
-                    for j in T.vectorized(vw):
-                        acc[v * vw + j] = A[(_pick(item, los) + s) * ps, v * vw + j] \
-                            * acc[v * vw + j] + B[_pick(item, los) + s, v * vw + j]
-                        H[_pick(item, los) + s, v * vw + j] = acc[v * vw + j]
-
-    return linear_scan

@@ -138,4 +138,4 @@ def _dim_expr(text: str, cx: LowerContext) -> Any:
     return conv(tree)
 
 
-from . import attention, control, core, elementwise, nn, quant, reduce, shape, sparse  # noqa: F401  (fill the table)
+from . import attention, control, core, elementwise, newton, nn, quant, reduce, shape, sparse  # noqa: F401  (fill the table)

@@ -21,7 +21,7 @@ import tvm
 from tvm import relax, te, tirx
 
 from ....errors import LoweringError
-from . import UNSUPPORTED, LowerContext, lowers, static_shape, tvm_dtype
+from . import LowerContext, lowers, static_shape, tvm_dtype
 
 R = relax.op
 
@@ -235,6 +235,19 @@ def _scan_loop(cx, op, inputs, num_carry, num_xs, reverse):
     return finals if len(finals) > 1 else finals[0]
 
 
+def _scan_target(host) -> tuple[int, bool]:
+    """(threads, x86) for the linear-scan kernel: the active target's `num-cores` and ISA
+    (non-temporal stores are x86 code), else this host's."""
+    target = tvm.target.Target.current(allow_none=True)
+    if target is None:
+        return max(1, host.physical_cores), host.arch == "x86_64"
+    if target.kind.name != "llvm":
+        return 1, False
+    cores = int(target.attrs.get("num-cores", 0) or 0) or max(1, host.physical_cores)
+    triple = str(target.attrs.get("mtriple", "") or "")
+    return cores, (triple.startswith("x86_64") if triple else host.arch == "x86_64")
+
+
 @lowers("ctrl.linear_scan")
 def _(cx, op, a, b, h0, chunk):
     from ..kernels.scan import linear_scan_kernel, plan_scan
@@ -244,23 +257,13 @@ def _(cx, op, a, b, h0, chunk):
     shape = static_shape(bt, "ctrl.linear_scan")
     steps, lanes = shape[0], int(np.prod(shape[1:], dtype=np.int64))
     per_step = op.inputs[0].type.rank == bt.rank
-    cores = max(1, host_features().physical_cores)
-    plan = plan_scan(steps, lanes, cores, chunk or None, per_step_a=per_step)
-    func = linear_scan_kernel(plan, per_step, tvm_dtype(bt.dtype))
+    cores, x86 = _scan_target(host_features())
+    plan = plan_scan(steps, lanes, cores, chunk or None, per_step_a=per_step, streaming=x86,
+                     itemsize=np.dtype(tvm_dtype(bt.dtype)).itemsize)
+    # The kernel views a, b, h0 and h flat in place: R.reshape around the call would be
+    # legalized into two copies of [T, N], costing as much as the scan itself.
+    shapes = tuple(tuple(static_shape(v.type, "ctrl.linear_scan")) for v in op.inputs)
+    func = linear_scan_kernel(plan, per_step, tvm_dtype(bt.dtype), shapes)
     gv = cx.bb.add_func(func, "linear_scan")
-    a2 = cx.emit(R.reshape(a, [steps if per_step else 1, lanes]))
-    b2 = cx.emit(R.reshape(b, [steps, lanes]))
-    h2 = cx.emit(R.reshape(h0, [lanes]))
-    out = cx.emit(relax.call_tir(gv, [a2, b2, h2],
-                                 relax.TensorType([steps, lanes], tvm_dtype(bt.dtype))))
-    return cx.emit(R.reshape(out, list(shape)))
-
-
-UNSUPPORTED["ctrl.newton_scan"] = (
-    "the DEER Newton loop (data-dependent iteration count, convergence test, sequential "
-    "fallback) has no TVM lowering yet; it runs in the reference interpreter and the torch "
-    "backend. For a TVM build, leave the loop as ctrl.scan (skip parallel_newton, or let its "
-    "cost model pick sequential), which lowers to per-step calls of the scheduled body (short "
-    "static scans) or to the sequential TIR loop. On 2 cores DEER does several times the "
-    "sequential work per iteration (benchmarks/recurrence.py --newton), so a TVM lowering "
-    "would not beat the sequential scan here")
+    return cx.emit(relax.call_tir(gv, [a, b, h0], relax.TensorType(list(shape),
+                                                                   tvm_dtype(bt.dtype))))
