@@ -164,6 +164,55 @@ def test_softmax():
     np.testing.assert_allclose(_run(mod, x), e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-6)
 
 
+def test_single_row_softmax_computes_each_stage_once():
+    """dlight's rule took the column loop of a [1, N] softmax as its row loop (max and sum
+    recomputed per column: 5.7 ms for N = 1000); the rule now schedules it serially."""
+    mod = _build([_var("x", (1, 300))], lambda bb, x: relax.op.nn.softmax(x))
+    assert list(_rules(mod).values()) == ["row_reduction"]
+    (func,) = [f for _, f in apply_cpu_schedules(mod, TARGET).functions_items()
+               if isinstance(f, tirx.PrimFunc)]
+    text = func.script()
+    assert "T.vectorized" in text and "range(T.int64(300))" not in text  # no per-column loop
+    x = _rand(1, 300)
+    e = np.exp(x - x.max(-1, keepdims=True))
+    np.testing.assert_allclose(_run(mod, x), e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-6)
+
+
+def _allocations_after_planning(func) -> list[str]:
+    """The lines of `func` that allocate a buffer, once TIR has placed and shrunk them."""
+    from tvm import s_tir
+
+    passes = [s_tir.transform.LowerInitBlock(),
+              s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+              s_tir.transform.ConvertBlocksToOpaque(), s_tir.transform.CompactBufferAllocation()]
+    with TARGET:
+        low = tvm.transform.Sequential(passes)(tvm.IRModule({"main": func}))
+    return [ln.strip() for ln in low["main"].script().splitlines() if "alloc_buffer(" in ln]
+
+
+def test_symbolic_batch_branches_keep_per_row_intermediates():
+    """The runtime serial/parallel branch of a symbolic batch: the two branches' intermediates
+    (softmax's row max, exp and sum) must each be allocated per row, not for the whole batch
+    (a buffer shared by both branches can only be allocated above the `if`)."""
+    from ember.backends.tvm.schedules import threads
+
+    batch = tirx.Var("batch", "int64")
+    mod = _build([_var("x", (batch, 300))], lambda bb, x: relax.op.nn.softmax(x))
+    (func,) = [f for _, f in apply_cpu_schedules(mod, TARGET).functions_items()
+               if isinstance(f, tirx.PrimFunc)]
+    assert str(threads.PARALLEL_MIN_WORK) in func.script()  # the branch is there
+    allocs = _allocations_after_planning(func)
+    assert len(allocs) == 6, allocs  # 3 intermediates per branch
+    assert not [a for a in allocs if "batch" in a], allocs
+    vm = relax.VirtualMachine(tvm.compile(apply_cpu_schedules(mod, TARGET), target=TARGET),
+                              tvm.cpu())
+    for rows in (1, 3, 2000):  # both branches (work = rows * 4 * 300)
+        x = _rand(rows, 300)
+        e = np.exp(x - x.max(-1, keepdims=True))
+        np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(),
+                                   e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-6)
+
+
 def test_layer_norm():
     gamma, beta = _rand(30), _rand(30)
 

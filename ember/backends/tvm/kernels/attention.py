@@ -11,7 +11,8 @@ parallel item owns 8 queries of one (batch, head) and keeps everything in regist
 - flash-style over key blocks of KEY_BLOCK keys (the score tile [KEY_BLOCK, 8] stays in L1 for
   any sequence length): running max m, running sum l and the [8, Ev] output accumulator are
   rescaled by exp(m_old - m_new) when a block raises the max;
-- exp is a Cephes-style polynomial on float32x8 (a few ulp; 0 below -87.3, so -inf -> 0);
+- exp is lowering/fastmath.py's Cephes polynomial on float32x8 (1 ulp; 0 below -87.3, so
+  -inf -> 0);
 - p @ v: for each key, its probability for each of the 8 queries times the value row, Ev
   lanes at a time, into 8 row accumulators.
 
@@ -28,6 +29,7 @@ schedules/threads.py); a symbolic batch gets both loops behind a runtime test of
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from tvm import tirx
@@ -112,32 +114,15 @@ def _vec_width(n: int) -> int:
 
 
 def fast_exp(x):
-    """exp of a float32x8 (Cephes expf: range reduction to [-ln2/2, ln2/2], degree-6
-    polynomial, 2^n from the exponent bits); 0 below -87.3 (so exp(-inf) is exactly 0)."""
-    lanes = 8
-    xv = tirx.Var("ex", f"float32x{lanes}")
+    """exp of a float32x8 whose lanes are <= 0 or -inf (0 below -87.3): lowering/fastmath.py's
+    polynomial, the variant without the overflow clamp. Imported here, not at the top: the
+    lowering package imports this module."""
+    from ..lowering.fastmath import fast_exp as shared_fast_exp
 
-    def c(v):
-        return T.broadcast(T.float32(v), lanes)
-
-    xc = T.max(xv, c(-87.3))
-    fx = T.floor(xc * c(1.44269504088896341) + c(0.5))
-    nv = tirx.Var("en", f"float32x{lanes}")
-    r = tirx.Var("er", f"float32x{lanes}")
-    y = c(1.9875691500e-4)
-    for coef in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
-                 5.0000001201e-1):
-        y = y * r + c(coef)
-    y = y * r * r + r + c(1.0)
-    two_n = T.reinterpret(f"float32x{lanes}",
-                          (T.Cast(f"int32x{lanes}", nv) + T.broadcast(T.int32(127), lanes))
-                          << T.broadcast(T.int32(23), lanes))
-    body = T.Select(xv < c(-87.3), c(0.0), y * two_n)
-    body = tirx.Let(r, xc - nv * c(0.693359375) - nv * c(-2.12194440e-4), body)
-    body = tirx.Let(nv, fx, body)
-    return tirx.Let(xv, x, body)
+    return shared_fast_exp(x, nonpositive=True)
 
 
+@functools.lru_cache(maxsize=64)  # TVMScript parsing costs ~0.2-0.5 s; layers repeat shapes
 def attention_kernel(plan: AttentionPlan, parallel: bool | None) -> tirx.PrimFunc:
     """PrimFunc (q [N, L, E], k [N, S, E], v [N, S, Ev], [mask [Nm * Lm * Sm]], out [N, L, Ev]).
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 from tvm import te, tirx
 from tvm.script import tirx as T
 
+from .qgemm import TILE_SCOPE
+
 __all__ = ["MR", "NV", "binary_gemm", "binary_gemm_portable", "binary_weight_linear",
            "pack_nibbles", "transpose_pad_words"]
 
@@ -97,9 +99,9 @@ def binary_gemm(n: int, words: int, k: int, mr: int = MR, nv: int = NV) -> tirx.
         C = T.match_buffer(c, (M, n), "int32")
         rtiles = T.meta_var((M + mr - 1) // mr)
         for t in T.parallel(rtiles * groups):
-            an = T.alloc_buffer((mr, words, 2), "uint32", scope="local")
-            acc = T.alloc_buffer((mr, w8), "int32", scope="local")
-            acc8 = T.alloc_buffer((mr, nv * 32), "int8", scope="local")
+            an = T.alloc_buffer((mr, words, 2), "uint32", scope=TILE_SCOPE)
+            acc = T.alloc_buffer((mr, w8), "int32", scope=TILE_SCOPE)
+            acc8 = T.alloc_buffer((mr, nv * 32), "int8", scope=TILE_SCOPE)
             row0 = T.meta_var(t % rtiles * mr)
             grp = T.meta_var(t // rtiles)
             for r, j in T.grid(mr, words):  # nibble planes, pre-broadcast (xor memory operand)
@@ -164,7 +166,7 @@ def binary_gemm_portable(n: int, words: int, k: int, mr: int = MR,
         Bt = T.match_buffer(b, (words, npad), "uint32")
         C = T.match_buffer(c, (M, n), "int32")
         for t in T.parallel((M + mr - 1) // mr * (npad // w8)):
-            acc = T.alloc_buffer((mr, w8), "uint32", scope="local")
+            acc = T.alloc_buffer((mr, w8), "uint32", scope=TILE_SCOPE)
             row0 = t % ((M + mr - 1) // mr) * mr
             col0 = t // ((M + mr - 1) // mr) * w8
             for r in T.unroll(mr):

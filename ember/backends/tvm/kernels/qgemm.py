@@ -39,6 +39,10 @@ __all__ = ["MR", "NV", "Source", "has_feature", "int8_gemm", "pack_weights", "pa
 
 MR, NV = 4, 2  # register tile: 4 rows x 16 columns = 8 ymm accumulators (+2 weight, 1 bcast)
 PANEL_BYTES = 48 * 1024  # weight bytes one task streams per row tile (stays in L1/L2)
+# Per-task tiles are "global": TVM 0.27 turns a CPU "local" allocation into a
+# TVMBackendAllocWorkspace/Free call pair per task, a "global" one under 1 KiB (the
+# accumulators; the activation tile for small K) into a stack array kept in registers.
+TILE_SCOPE = "global"
 
 
 @dataclass(frozen=True)
@@ -159,8 +163,8 @@ def int8_gemm(n: int, k: int, src: Source, relu: bool = False, mr: int = MR,
         # conv: a row tile is mr consecutive outputs of one output row (no divisions per row)
         rtiles = T.meta_var(NB * (oh * tpr) if conv else (M + mr - 1) // mr)
         for t in T.parallel(rtiles * groups):
-            a16 = T.alloc_buffer((mr, 2 * k2), "int16", scope="local")
-            acc = T.alloc_buffer((mr, w8), "int32", scope="local")
+            a16 = T.alloc_buffer((mr, 2 * k2), "int16", scope=TILE_SCOPE)
+            acc = T.alloc_buffer((mr, w8), "int32", scope=TILE_SCOPE)
             rt = T.meta_var(t % rtiles)
             row0 = T.meta_var(rt * mr)
             ni = T.meta_var(rt // (oh * tpr))

@@ -27,7 +27,7 @@ import numpy as np
 from tvm import te, tirx
 from tvm.script import tirx as T
 
-from .qgemm import Source
+from .qgemm import TILE_SCOPE, Source
 from .qgemm_fill import fill_macro, row_tiles
 
 __all__ = ["MR", "NV", "W_MAX", "colsum_te", "pack_weights", "pack_weights_te", "padded_n",
@@ -184,8 +184,8 @@ def u8s8_int8_gemm(n: int, k: int, src: Source, relu: bool = False, mr: int = MR
         rtiles = T.meta_var(NB * (oh * tpr) if conv else (M + mr - 1) // mr)
         blocks = T.meta_var((rtiles + rb - 1) // rb)
         for t in T.parallel(blocks * groups):  # a task: rb row tiles x one panel group
-            a8 = T.alloc_buffer((mr, 4 * k4), "uint8", scope="local")
-            acc = T.alloc_buffer((mr, w8), "int32", scope="local")
+            a8 = T.alloc_buffer((mr, 4 * k4), "uint8", scope=TILE_SCOPE)
+            acc = T.alloc_buffer((mr, w8), "int32", scope=TILE_SCOPE)
             for i in range(rb):
                 rt = T.meta_var(t % blocks * rb + i)
                 if rt < rtiles:

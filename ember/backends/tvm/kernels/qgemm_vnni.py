@@ -20,7 +20,7 @@ import numpy as np
 from tvm import te, tirx
 from tvm.script import tirx as T
 
-from .qgemm import Source
+from .qgemm import TILE_SCOPE, Source
 from .qgemm_fill import fill_macro, row_tiles
 
 __all__ = ["MR", "colsum_te", "pack_weights", "pack_weights_te", "padded_n", "vnni_int8_gemm"]
@@ -105,8 +105,8 @@ def vnni_int8_gemm(n: int, k: int, src: Source, relu: bool = False,
             M = T.meta_var(NB)
         rtiles = T.meta_var(NB * (oh * tpr) if conv else (M + mr - 1) // mr)
         for t in T.parallel(rtiles):
-            a8 = T.alloc_buffer((mr, 4 * k4), "uint8", scope="local")
-            acc = T.alloc_buffer((mr, 16), "int32", scope="local")
+            a8 = T.alloc_buffer((mr, 4 * k4), "uint8", scope=TILE_SCOPE)
+            acc = T.alloc_buffer((mr, 16), "int32", scope=TILE_SCOPE)
             row0 = T.meta_var(t * mr)
             ni = T.meta_var(t // (oh * tpr))
             oy = T.meta_var(t // tpr % oh)

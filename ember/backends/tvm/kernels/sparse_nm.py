@@ -18,6 +18,11 @@ from typing import Any
 import tvm
 from tvm import s_tir, te, tirx
 
+# The register tile is a "global" buffer: TVM 0.27 turns a CPU "local" allocation into a
+# TVMBackendAllocWorkspace/Free call pair where it is declared (per tile here), a "global"
+# one under 1 KiB into a stack array that LLVM keeps in registers.
+TILE_SCOPE = "global"
+
 TILE = 32  # batch columns per register tile: 4 AVX2 / 2 AVX-512 vectors of f32
 
 
@@ -58,7 +63,7 @@ def _schedule(func: tirx.PrimFunc, tile: int, exact: bool) -> tirx.PrimFunc:
     r, b, s = sch.get_loops(blk)
     bo, bi = sch.split(b, factors=[None, tile])
     sch.reorder(r, bo, s, bi)
-    local = sch.cache_write(blk, 0, "local")
+    local = sch.cache_write(blk, 0, TILE_SCOPE)
     sch.reverse_compute_at(local, bo)
     sch.parallel(r if exact else sch.fuse(r, bo))
     if exact:

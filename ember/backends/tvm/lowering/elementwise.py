@@ -6,11 +6,13 @@ Compositions (hardswish, elu, ...) stay as Relax ops so FuseOps can merge them i
 
 from __future__ import annotations
 
+import math
+
 import tvm
 from tvm import relax, te, tirx
 
 from ....ir import DType
-from . import LowerContext, isnan, lowers, tvm_dtype
+from . import LowerContext, fastmath, isnan, lowers, tvm_dtype
 
 R = relax.op
 
@@ -20,10 +22,9 @@ _BINARY = {
     "logical_and": R.logical_and, "logical_or": R.logical_or,
 }
 _UNARY = {
-    "neg": R.negative, "abs": R.abs, "relu": R.nn.relu, "sigmoid": R.sigmoid, "tanh": R.tanh,
-    "silu": R.nn.silu, "exp": R.exp, "log": R.log, "sqrt": R.sqrt, "rsqrt": R.rsqrt,
-    "erf": R.erf, "sin": R.sin, "cos": R.cos, "logical_not": R.logical_not, "floor": R.floor,
-    "ceil": R.ceil, "round": R.round,
+    "neg": R.negative, "abs": R.abs, "relu": R.nn.relu, "log": R.log, "sqrt": R.sqrt,
+    "rsqrt": R.rsqrt, "sin": R.sin, "cos": R.cos, "logical_not": R.logical_not,
+    "floor": R.floor, "ceil": R.ceil, "round": R.round,
 }
 
 for _kind, _fn in _BINARY.items():
@@ -41,11 +42,48 @@ def _(cx, op, x):
     return R.divide(_scalar(cx, op, 1.0), x)
 
 
+def _fast_unary(cx, op, x, fn, name: str, fallback):
+    """`fn` (built on fastmath.py) applied elementwise to a float32 tensor on CPU; `fallback`
+    (the Relax op) elsewhere (see fastmath.applies). TVM's own exp / tanh / erf are libm calls
+    per element on CPU (sigmoid, tanh and silu are exp calls), which keep the loop from
+    vectorizing."""
+    if not fastmath.applies(op.inputs[0].type):
+        return fallback(x)
+    return cx.emit_te(lambda t: te.compute(t.shape, lambda *i: fn(t(*i)), name=name,
+                                           attrs=fastmath.STAGE_ATTRS), x,
+                      primfunc_name_hint=name)
+
+
+def _f32(v: float):
+    return tirx.const(v, "float32")
+
+
+def _silu(v):
+    return v * fastmath.fast_sigmoid(v)
+
+
+def _gelu(v):  # Relax's legalization: x * (0.5 + erf(x / sqrt 2) * 0.5)
+    return v * (_f32(0.5) + fastmath.fast_erf(v * _f32(0.5 ** 0.5)) * _f32(0.5))
+
+
+def _gelu_tanh(v):  # Relax's: 0.5 x (1 + tanh(sqrt(2 / pi) x (1 + 0.044715 x^2)))
+    inner = _f32(math.sqrt(2.0 / math.pi)) * v * (_f32(1.0) + _f32(0.044715) * v * v)
+    return _f32(0.5) * v * (_f32(1.0) + fastmath.fast_tanh(inner))
+
+
+_FAST_UNARY = {"exp": (fastmath.fast_exp, R.exp), "sigmoid": (fastmath.fast_sigmoid, R.sigmoid),
+               "tanh": (fastmath.fast_tanh, R.tanh), "erf": (fastmath.fast_erf, R.erf),
+               "silu": (_silu, R.nn.silu)}
+for _kind, (_fn, _fallback) in _FAST_UNARY.items():
+    lowers(_kind)(lambda cx, op, x, _kind=_kind, _fn=_fn, _fallback=_fallback:
+                  _fast_unary(cx, op, x, _fn, _kind, _fallback))
+
+
 @lowers("gelu")
 def _(cx, op, x, approximate: str = "none"):
     if approximate == "tanh":
-        return R.nn.gelu_tanh(x)
-    return R.nn.gelu(x)
+        return _fast_unary(cx, op, x, _gelu_tanh, "gelu_tanh", R.nn.gelu_tanh)
+    return _fast_unary(cx, op, x, _gelu, "gelu", R.nn.gelu)
 
 
 def _keep_nan(cx, op, out, *xs):
@@ -199,9 +237,16 @@ def _(cx, op, a, b):
 
 @lowers("elu")
 def _(cx, op, x, alpha: float = 1.0):
-    neg = cx.emit(R.multiply(_scalar(cx, op, alpha),
-                             R.subtract(R.exp(x), _scalar(cx, op, 1.0))))
-    return R.where(R.greater(x, _scalar(cx, op, 0.0)), x, neg)
+    def elu(v):
+        neg = _f32(alpha) * (fastmath.fast_exp(v) - _f32(1.0))
+        return tirx.Select(v > _f32(0.0), v, neg)
+
+    def composite(v):
+        neg = cx.emit(R.multiply(_scalar(cx, op, alpha),
+                                 R.subtract(R.exp(v), _scalar(cx, op, 1.0))))
+        return R.where(R.greater(v, _scalar(cx, op, 0.0)), v, neg)
+
+    return _fast_unary(cx, op, x, elu, "elu", composite)
 
 
 @lowers("where")

@@ -12,7 +12,7 @@ from tvm import relax, te, tirx
 
 from ....errors import LoweringError
 from ....ir import DType
-from . import lowers, static_shape, tvm_dtype
+from . import fastmath, lowers, static_shape, tvm_dtype
 
 R = relax.op
 
@@ -214,12 +214,48 @@ def _(cx, op, x, weight, bias, normalized_ndim=1, eps=1e-5):
 
 @lowers("softmax")
 def _(cx, op, x, dim=-1):
+    if fastmath.applies(op.inputs[0].type.with_dtype(DType.f32)):  # f16/bf16 run in f32
+        return _widened(cx, op, lambda v: cx.emit_te(
+            _softmax_te, v, int(dim), False, primfunc_name_hint="softmax"), x)
     return _widened(cx, op, lambda v: R.nn.softmax(v, axis=int(dim)), x)
 
 
 @lowers("log_softmax")
 def _(cx, op, x, dim=-1):
+    if fastmath.applies(op.inputs[0].type.with_dtype(DType.f32)):  # f16/bf16 run in f32
+        return _widened(cx, op, lambda v: cx.emit_te(
+            _softmax_te, v, int(dim), True, primfunc_name_hint="log_softmax"), x)
     return _widened(cx, op, lambda v: R.nn.log_softmax(v, axis=int(dim)), x)
+
+
+def _softmax_te(x, axis: int, log: bool):
+    """topi's softmax / log_softmax (max, exp, sum, normalize) with the vectorizable exp of
+    fastmath.py: TVM's exp is one libm call per element on CPU. exp is its own elementwise
+    stage in both (topi's log_softmax sums exp inside the reduction, which stays scalar), so
+    the row-reduction schedule vectorizes it. x is float32 here (f16/bf16 are widened)."""
+    shape = x.shape
+    axis = axis % len(shape)
+    k1 = te.reduce_axis((0, shape[axis]), name="k")
+    k2 = te.reduce_axis((0, shape[axis]), name="k")
+
+    def with_k(idx, k):
+        return idx[:axis] + (k,) + idx[axis:]
+
+    def row(idx):
+        return idx[:axis] + idx[axis + 1:]
+
+    reduced = row(tuple(shape))
+    top = te.compute(reduced, lambda *i: te.max(x[with_k(i, k1)], axis=k1),
+                     name="T_softmax_maxelem")
+    exp = te.compute(shape, lambda *i: fastmath.fast_exp(x[i] - top[row(i)]),
+                     name="T_softmax_exp", attrs=fastmath.STAGE_ATTRS)
+    total = te.compute(reduced, lambda *i: te.sum(exp[with_k(i, k2)], axis=k2),
+                       name="T_softmax_expsum")
+    if log:
+        return te.compute(shape, lambda *i: x[i] - top[row(i)] - tirx.log(total[row(i)]),
+                          name="T_log_softmax_norm")
+    return te.compute(shape, lambda *i: exp[i] / total[row(i)], name="T_softmax_norm",
+                      attrs={"axis": axis})
 
 
 @lowers("embedding")

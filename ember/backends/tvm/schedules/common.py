@@ -83,8 +83,12 @@ def inline_consumers(sch: s_tir.Schedule, block: SBlockRV) -> None:
     while True:
         progressed = False
         for c in sch.get_consumers(block):
+            if nests_fastmath(sch, c, [block]):
+                continue
+            tagged = is_fastmath(sch, c)
             try:
                 sch.reverse_compute_inline(c)
+                mark_fastmath(sch, tagged, [block])
                 progressed = True
             except Exception as e:  # noqa: BLE001 - a consumer that cannot be inlined stays a stage
                 log.debug("consumer %s not inlined: %s", sch.get(c).name_hint, type(e).__name__)
@@ -107,12 +111,45 @@ def inline_epilogue_intermediates(sch: s_tir.Schedule, block: SBlockRV) -> None:
         for c in sch.get_consumers(block):
             if not sch.get_consumers(c):
                 continue  # an output stage: it must stay
+            receivers = sch.get_consumers(c)
+            if nests_fastmath(sch, c, receivers):
+                continue
+            tagged = is_fastmath(sch, c)
             try:
                 sch.compute_inline(c)
+                mark_fastmath(sch, tagged, receivers)
                 changed = True
             except Exception as e:  # noqa: BLE001 - a non-injective stage stays
                 log.debug("stage %s not forward-inlined: %s", sch.get(c).name_hint,
                           type(e).__name__)
+
+
+# Block annotation of the stages built on lowering/fastmath.py (set by their lowerings).
+FASTMATH = "ember.fastmath"
+
+
+def _fastmath(sch: s_tir.Schedule, block: SBlockRV) -> bool:
+    return FASTMATH in sch.get(block).annotations
+
+
+def nests_fastmath(sch: s_tir.Schedule, block: SBlockRV, receivers) -> bool:
+    """True when inlining fastmath stage `block` into `receivers` nests two fastmath stages.
+
+    Why: TVM's LLVM codegen binds every Let to its simplified value, fully substituted, so the
+    cost grows with the product of the nested Let chains: exp(exp(x)) took 8 s to compile,
+    GEMM -> exp -> sigmoid -> tanh did not finish in 5 min. Such chains keep a stage each."""
+    return _fastmath(sch, block) and any(_fastmath(sch, r) for r in receivers)
+
+
+def is_fastmath(sch: s_tir.Schedule, block: SBlockRV) -> bool:
+    return _fastmath(sch, block)
+
+
+def mark_fastmath(sch: s_tir.Schedule, was_fastmath: bool, receivers) -> None:
+    """After a stage was inlined into `receivers`: if it was a fastmath stage they hold its
+    Let chains now, and are fastmath stages themselves."""
+    for r in receivers if was_fastmath else ():
+        sch.annotate(r, FASTMATH, 1)
 
 
 def parallel_vectorize(sch: s_tir.Schedule, block: SBlockRV, lanes: int) -> None:

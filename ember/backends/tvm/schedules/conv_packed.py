@@ -34,6 +34,11 @@ from .common import (
     static_extent,
 )
 
+# The register tile is a "global" buffer: TVM 0.27 turns a CPU "local" allocation into a
+# TVMBackendAllocWorkspace/Free call pair where it is declared (per tile here), a "global"
+# one under 1 KiB into a stack array that LLVM keeps in registers.
+TILE_SCOPE = "global"
+
 BLOCK = "T_packed_conv"
 ATTR = "ember.packed_conv"  # the ConvShape and ConvTile, to rebuild the kernel for a batch
 COL = "conv_col"
@@ -263,7 +268,7 @@ class PackedConv2d:
         p0, p1 = sch.split(p, [None, nr])
         c0, c1 = sch.split(cc, [None, mr])
         sch.reorder(n, p0, c0, k, c1, p1)
-        tile = sch.cache_write(blk, 0, "local")
+        tile = sch.cache_write(blk, 0, TILE_SCOPE)
         sch.reverse_compute_at(tile, c0)
         sch.compute_at(col, p0)
         if PAD in blocks:

@@ -10,7 +10,14 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import get_root_block
 
-from .common import CpuParams, is_spatial, parallel_vectorize
+from .common import (
+    CpuParams,
+    is_fastmath,
+    is_spatial,
+    mark_fastmath,
+    nests_fastmath,
+    parallel_vectorize,
+)
 
 
 def _output_dtype(sch: s_tir.Schedule, block) -> str:
@@ -28,9 +35,14 @@ def inline_spatial(sch: s_tir.Schedule, keep_last: bool = True) -> list:
         for b in blocks[:-1] if keep_last else blocks:
             if not is_spatial(sch, b):
                 continue
-            for op in (sch.compute_inline, sch.reverse_compute_inline):
+            tagged = is_fastmath(sch, b)
+            for op, receivers in ((sch.compute_inline, sch.get_consumers(b)),
+                                  (sch.reverse_compute_inline, sch.get_producers(b))):
+                if nests_fastmath(sch, b, receivers):
+                    continue  # see common.nests_fastmath: compile time
                 changed = _try(op, b)
                 if changed:
+                    mark_fastmath(sch, tagged, receivers)
                     break
             if changed:
                 break

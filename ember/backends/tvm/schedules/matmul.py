@@ -38,6 +38,11 @@ from .common import (
     schedule_leftover_stages,
 )
 
+# The register tile is a "global" buffer: TVM 0.27 turns a CPU "local" allocation into a
+# TVMBackendAllocWorkspace/Free call pair where it is declared (per tile here), a "global"
+# one under 1 KiB into a stack array that LLVM keeps in registers.
+TILE_SCOPE = "global"
+
 
 @dataclass(frozen=True)
 class GemmTiles:
@@ -137,7 +142,7 @@ class Matmul:
         _pack(sch, blk, 0, tiles.mr, lanes)
 
         # 3. register tile; epilogue first (see inline_consumers), padded output stays a stage
-        acc = sch.cache_write(blk, 0, "local")
+        acc = sch.cache_write(blk, 0, TILE_SCOPE)
         if was_padded:  # the un-padding copy keeps the epilogue; the tile writes whole tiles
             (unpad,) = sch.get_consumers(acc)
             inline_consumers(sch, unpad)

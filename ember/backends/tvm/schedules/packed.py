@@ -30,6 +30,11 @@ from .common import (
     static_extent,
 )
 
+# The register tile is a "global" buffer: TVM 0.27 turns a CPU "local" allocation into a
+# TVMBackendAllocWorkspace/Free call pair where it is declared (per tile here), a "global"
+# one under 1 KiB into a stack array that LLVM keeps in registers.
+TILE_SCOPE = "global"
+
 BLOCK = "T_packed_matmul"
 # Below this many multiply-adds per call a kernel runs on one thread: waking the thread pool
 # costs more than it saves (measured ~5-20 us per parallel region on a busy 2-core host).
@@ -197,7 +202,7 @@ class PackedMatmul:
         # the copy out of the accumulator and the epilogue become one write-back stage
         inline_epilogue_intermediates(sch, blk)
         (out,) = sch.get_consumers(blk)
-        sch.set_scope(blk, 0, "local")
+        sch.set_scope(blk, 0, TILE_SCOPE)
         *lead, i, j, k = sch.get_loops(blk)
         i_ext = static_extent(sch, i)
         # the same mr prepack_weights padded the accumulator to (same target parameters)

@@ -25,14 +25,84 @@ from .common import (
 )
 from .elementwise import inline_spatial
 
+# The register tile is a "global" buffer: TVM 0.27 turns a CPU "local" allocation into a
+# TVMBackendAllocWorkspace/Free call pair where it is declared (per tile here), a "global"
+# one under 1 KiB into a stack array that LLVM keeps in registers.
+TILE_SCOPE = "global"
+
 
 class RowReduction:
-    """softmax / layer_norm / rms_norm: dlight's CPU reduction rule."""
+    """softmax / layer_norm / rms_norm: dlight's CPU reduction rule, checked.
+
+    dlight parallelizes the leading spatial loop of the last block and computes every other
+    block at it. Its block normalization drops unit iterators, so with a single row (softmax of
+    [1, 1000] at batch 1) the "leading spatial" loop is the row's own column axis: max, exp and
+    sum ran once per output column, 1000 x the work (5.7 ms for [1, 1000]). Such a schedule
+    is replaced by a serial one (each stage at the root, exp / normalize vectorized)."""
 
     name = "row_reduction"
 
     def apply(self, func: tirx.PrimFunc, target: tvm.target.Target, params: CpuParams):
-        return _DlightRowReduction().apply(func, target, False)
+        sch = _DlightRowReduction().apply(func, target, False)
+        if sch is None or not _recomputes_reductions(sch):
+            return sch
+        return _serial_rows(func, params)
+
+
+def _realizes(stmt):
+    """The block realizes of a scheduled body (For / SeqStmt / block nesting)."""
+    if isinstance(stmt, s_tir.SBlockRealize):
+        yield stmt
+        yield from _realizes(stmt.block.body)
+    elif isinstance(stmt, tirx.SeqStmt):
+        for s in stmt:
+            yield from _realizes(s)
+    elif isinstance(stmt, tirx.IfThenElse):
+        yield from _realizes(stmt.then_case)
+        if stmt.else_case is not None:
+            yield from _realizes(stmt.else_case)
+    elif hasattr(stmt, "body"):
+        yield from _realizes(stmt.body)
+
+
+def _recomputes_reductions(sch: s_tir.Schedule) -> bool:
+    """True when a reduction block sits under an outermost loop without depending on it
+    (it is computed again for every iteration of that loop)."""
+    body = sch.mod["main"].body
+    top = body.block.body if isinstance(body, s_tir.SBlockRealize) else body
+    for loop in (top if isinstance(top, tirx.SeqStmt) else [top]):
+        if not isinstance(loop, tirx.For):
+            continue
+        for realize in _realizes(loop.body):
+            if not any(iv.iter_type == tirx.IterVar.CommReduce for iv in realize.block.iter_vars):
+                continue
+            free = [v for e in realize.iter_values for v in tirx.analysis.undefined_vars(e)]
+            if not any(v.same_as(loop.loop_var) for v in free):
+                return True
+    return False
+
+
+def _serial_rows(func: tirx.PrimFunc, params: CpuParams) -> s_tir.Schedule:
+    """Each stage on its own at the root: elementwise stages vectorized, reductions unrolled by
+    a vector width (a single row has nothing to run in parallel)."""
+    sch = s_tir.Schedule(func)
+    for blk in sch.get_child_blocks(get_root_block(sch)):
+        loops = sch.get_loops(blk)
+        if not loops:
+            continue
+        writes = sch.get(blk).writes
+        lanes = params.lanes(str(writes[0].source.dtype) if writes else "float32")
+        ext = static_extent(sch, loops[-1])
+        if is_spatial(sch, blk):
+            if ext is None or ext > lanes:
+                sch.vectorize(sch.split(loops[-1], [None, lanes])[1])
+            elif ext > 1:
+                sch.vectorize(loops[-1])
+        elif ext is None or ext > lanes:
+            inner = sch.split(loops[-1], [None, lanes])[1]
+            sch.annotate(inner, "pragma_auto_unroll_max_step", lanes)
+            sch.annotate(inner, "pragma_unroll_explicit", 1)
+    return sch
 
 
 def schedule_vector_reduction(
@@ -59,7 +129,7 @@ def schedule_vector_reduction(
     if ext is not None and ext < 2:
         return False
 
-    acc = sch.cache_write(blk, 0, "local")
+    acc = sch.cache_write(blk, 0, TILE_SCOPE)
     inline_consumers(sch, acc)
     loops = sch.get_loops(blk)
     vec = lanes if ext is None or ext >= lanes else ext

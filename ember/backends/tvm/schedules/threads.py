@@ -66,8 +66,10 @@ def has_parallel(sch: s_tir.Schedule) -> bool:
     return any(inst.kind.name == "Parallel" for inst in sch.trace.insts)
 
 
-def serial_twin(func: tirx.PrimFunc, sch: s_tir.Schedule) -> tirx.PrimFunc | None:
-    """`sch` replayed on `func` without its Parallel instructions (None if the replay fails)."""
+def serial_twin(func: tirx.PrimFunc, sch: s_tir.Schedule
+                ) -> tuple[tirx.PrimFunc, s_tir.Schedule] | None:
+    """`sch` replayed on `func` without its Parallel instructions, and that schedule (None if
+    the replay fails)."""
     trace = sch.trace
     insts = [i for i in trace.insts if i.kind.name != "Parallel"]
     decisions = {i: d for i, d in trace.decisions.items() if i.kind.name != "Parallel"}
@@ -77,7 +79,49 @@ def serial_twin(func: tirx.PrimFunc, sch: s_tir.Schedule) -> tirx.PrimFunc | Non
     except Exception as e:  # noqa: BLE001 - keep the parallel schedule
         log.debug("serial replay failed: %s", e)
         return None
-    return twin.mod["main"]
+    return twin.mod["main"], twin
+
+
+def _renew_shared_buffers(twin: s_tir.Schedule, shared: list) -> None:
+    """Give the serial twin its own objects for the root buffers it shares with the parallel
+    schedule (both replay the same function, so its intermediates are the same Buffer objects).
+
+    Why: a buffer used in both branches of the runtime `if` can only be allocated above the
+    `if`, so TIR's allocation planner cannot move it under the per-item loop and shrink it: a
+    softmax row buffer, an im2col tile became batch-sized (packed conv: 2x slower at batch 64).
+    An identity transform_layout is the schedule primitive that re-creates a buffer (new data
+    var, same shape and accesses); each branch then gets its own allocation."""
+    for buf in shared:
+        for blk, index in _writers(twin, buf):
+            try:
+                twin.transform_layout(blk, ("write", index), lambda *i: list(i))
+            except Exception as e:  # noqa: BLE001 - that buffer stays shared (hoisted)
+                log.debug("buffer %s not renewed: %s", buf.name, e)
+            break
+
+
+def _writers(sch: s_tir.Schedule, buf) -> list:
+    """(block RV, write index) of the blocks of `sch` that write `buf`."""
+    found = []
+
+    def walk(stmt):
+        if isinstance(stmt, s_tir.SBlockRealize):
+            for i, region in enumerate(stmt.block.writes):
+                if region.source.same_as(buf) and stmt.block.name_hint != "root":
+                    found.append((stmt.block.name_hint, i))
+            walk(stmt.block.body)
+        elif isinstance(stmt, tirx.SeqStmt):
+            for s in stmt:
+                walk(s)
+        elif isinstance(stmt, tirx.IfThenElse):
+            walk(stmt.then_case)
+            if stmt.else_case is not None:
+                walk(stmt.else_case)
+        elif hasattr(stmt, "body"):
+            walk(stmt.body)
+
+    walk(sch.mod["main"].body)
+    return [(sch.get_sblock(name), i) for name, i in found]
 
 
 def choose_threading(func: tirx.PrimFunc, sch: s_tir.Schedule,
@@ -99,18 +143,23 @@ def _choose(func, sch, parallel, threshold: int) -> tirx.PrimFunc:
         return parallel
     if isinstance(work, tirx.IntImm) and work.value >= threshold:
         return parallel
-    serial = serial_twin(func, sch)
-    if serial is None:
+    twin = serial_twin(func, sch)
+    if twin is None:
         return parallel
+    serial, twin_sch = twin
     if isinstance(work, tirx.IntImm):
         return serial
     if any(not p.same_as(q) for p, q in zip(serial.params, parallel.params)):
         return parallel  # the branches must read the same parameters
-    ser_body, ser_allocs = _strip_root_allocs(serial.body)
     par_body, par_allocs = _strip_root_allocs(parallel.body)
+    _renew_shared_buffers(twin_sch, [b for b in _strip_root_allocs(serial.body)[1]
+                                     if any(b.same_as(a) for a in par_allocs)])
+    serial = twin_sch.mod["main"]
+    ser_body, ser_allocs = _strip_root_allocs(serial.body)
     branch = tirx.IfThenElse(work < tirx.IntImm("int64", threshold), ser_body, par_body)
     # TIR passes want a root block as the body; it allocates the buffers of both branches
-    # (hoisted: a buffer allocated in both would be defined twice, which ConvertSSA won't fix)
+    # (hoisted: a buffer allocated in both would be defined twice, which ConvertSSA won't fix;
+    # the serial branch's own copies are moved down again by the allocation planner)
     allocs = list(par_allocs)
     allocs += [b for b in ser_allocs if not any(b.same_as(a) for a in par_allocs)]
     root = s_tir.SBlock([], [], [], "root", branch, alloc_buffers=allocs)
