@@ -90,14 +90,10 @@ def install(tvm: Any, manifest: Mapping[str, Any], members: Mapping[str, bytes])
 
     record = dict(manifest.get("cuda_binary") or {})
     here = device_arch(tvm)
-    binaries: dict[str, bytes] = {}
     member = record.get("member")
-    if member and member in members and runs_on(record.get("arch"), here):
-        binaries[record["source_sha256"]] = members[member]
-    plan = {"gpu_arch": here, "binary_arch": record.get("arch"),
-            "uses_stored_binary": bool(binaries)}
-    if os.environ.get("EMBER_CUDA_FORCE_COMPILE") == "1":
-        binaries.clear()
-        plan["uses_stored_binary"] = False
+    use = (member in members and runs_on(record.get("arch"), here)
+           and os.environ.get("EMBER_CUDA_FORCE_COMPILE") != "1")
+    binaries = {record["source_sha256"]: members[member]} if use else {}
+    plan = {"gpu_arch": here, "binary_arch": record.get("arch"), "uses_stored_binary": use}
     tvm_ffi.register_global_func(CALLBACK, make_callback(binaries, here), override=True)
     return plan

@@ -112,3 +112,15 @@ def test_fatbin_carries_ptx_for_later_gpus(cuda_build):
     members, record = cuda_binary.precompile(ex, spec.tvm_target(), "sm_90")
     assert sorted(cuda_binary.fatbin_entries(members[record["member"]])) == [("elf", 90),
                                                                               ("ptx", 90)]
+
+
+def test_force_compile_ignores_the_stored_binary(monkeypatch):
+    import tvm
+
+    manifest = {"cuda_binary": {"arch": "sm_90", "member": "cuda/sm_90.fatbin",
+                                "source_sha256": hashlib.sha256(b"src").hexdigest()}}
+    monkeypatch.setattr(rt_cuda, "device_arch", lambda _tvm: "sm_90")
+    monkeypatch.setenv("EMBER_CUDA_FORCE_COMPILE", "1")
+    assert rt_cuda.install(tvm, manifest, {"cuda/sm_90.fatbin": b"BIN"})[
+        "uses_stored_binary"] is False
+    assert rt_cuda.install(tvm, {}, {})["uses_stored_binary"] is False  # no record at all

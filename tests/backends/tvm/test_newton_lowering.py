@@ -11,8 +11,9 @@ from tvm import relax
 import ember
 from ember.backends.tvm import build, lower
 from ember.backends.tvm.kernels.newton import dense_update_kernel
-from ember.ir import DType, Graph, TensorType
+from ember.ir import DType, Graph
 from ember.ir.ops.parallel_scan import _NumpyOps, affine_scan
+from tests.passes.recurrence.graphs import tanh_rnn
 
 F32 = DType.f32
 
@@ -21,26 +22,6 @@ def _run(g: Graph, *inputs) -> list[np.ndarray]:
     vm = relax.VirtualMachine(build(lower(g), "cpu"), tvm.cpu())
     out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in inputs])
     return [out.numpy()] if isinstance(out, tvm.runtime.Tensor) else [o.numpy() for o in out]
-
-
-def _tanh_rnn(steps: int, batch: int, d: int, seed: int) -> tuple[Graph, list[np.ndarray]]:
-    """h' = tanh(h W^T + x_t), ||W||_2 = 0.6 (contractive, so Newton converges), y_t = h'."""
-    rng = np.random.default_rng(seed)
-    w = rng.standard_normal((d, d))
-    w = (0.6 * w / np.linalg.norm(w, 2)).astype(np.float32)
-    body = Graph("tanh_cell")
-    h = body.add_input("h", TensorType((batch, d), F32))
-    x = body.add_input("x", TensorType((batch, d), F32))
-    wv = body.add_input("w", TensorType((d, d), F32))
-    new = body.add("tanh", body.add("add", body.add("linear", h, wv), x))
-    body.set_outputs(new, new)
-    g = Graph("rnn")
-    xs = g.add_input("xs", TensorType((steps, batch, d), F32))
-    h0 = g.add_input("h0", TensorType((batch, d), F32))
-    final, ys = g.add("ctrl.scan", h0, xs, g.const(w), regions=[body], num_carry=1, num_xs=1)
-    g.set_outputs(final, ys)
-    return g, [rng.standard_normal((steps, batch, d)).astype(np.float32),
-               rng.standard_normal((batch, d)).astype(np.float32) * 0.5]
 
 
 def _newton(g: Graph, **opts) -> Graph:
@@ -61,7 +42,7 @@ def _close(got, want, atol=1e-4):
 
 @pytest.mark.parametrize("jacobian", ["diag", "full"])
 def test_tanh_rnn_matches_sequential_and_interpreter_iterations(jacobian):
-    g, ins = _tanh_rnn(40, 2, 6, seed=1)
+    g, ins = tanh_rnn(40, 2, 6, seed=1)
     want = ember.interpret(g, *ins)
     ng = _newton(g, jacobian=jacobian, tol=1e-6, max_iters=40)
     *_, ref_iters = ember.interpret(ng, *ins)
@@ -85,7 +66,7 @@ def test_digits_gru_newton_matches_sequential():
 
 
 def test_not_converged_runs_the_sequential_body():
-    g, ins = _tanh_rnn(16, 2, 4, seed=2)
+    g, ins = tanh_rnn(16, 2, 4, seed=2)
     seq = _run(g, *ins)  # the sequential ctrl.scan, compiled
     *got, iters = _run(_newton(g, jacobian="diag", max_iters=1, tol=1e-12), *ins)
     assert int(iters) == -1
@@ -97,7 +78,7 @@ def test_not_converged_runs_the_sequential_body():
 def test_newton_loop_is_one_recursive_function():
     """The iteration count is data-dependent: one function that calls itself, not max_iters
     unrolled copies (the module does not grow with max_iters)."""
-    g, _ = _tanh_rnn(8, 1, 4, seed=3)
+    g, _ = tanh_rnn(8, 1, 4, seed=3)
     sizes = []
     for iters in (20, 90):  # same number of digits: the same text but for the bound
         mod = lower(_newton(g, jacobian="diag", max_iters=iters))

@@ -8,30 +8,11 @@ import torch
 
 import ember
 from ember.backends.torch import GraphModule
-from ember.ir import DType, Graph, TensorType
+from ember.ir import DType, Graph
 from ember.passes.recurrence.cost import Machine, choose
+from tests.passes.recurrence.graphs import tanh_rnn
 
 F32 = DType.f32
-
-
-def _tanh_rnn(steps: int, batch: int, d: int, seed: int) -> tuple[Graph, list[np.ndarray]]:
-    """h' = tanh(W h + U x_t + b) with ||W||_2 = 0.6 (contractive), y_t = h'."""
-    rng = np.random.default_rng(seed)
-    w = rng.standard_normal((d, d))
-    w = (0.6 * w / np.linalg.norm(w, 2)).astype(np.float32)
-    body = Graph("tanh_cell")
-    h = body.add_input("h", TensorType((batch, d), F32))
-    x = body.add_input("x", TensorType((batch, d), F32))
-    wv = body.add_input("w", TensorType((d, d), F32))
-    new = body.add("tanh", body.add("add", body.add("linear", h, wv), x))
-    body.set_outputs(new, new)
-    g = Graph("rnn")
-    xs = g.add_input("xs", TensorType((steps, batch, d), F32))
-    h0 = g.add_input("h0", TensorType((batch, d), F32))
-    final, ys = g.add("ctrl.scan", h0, xs, g.const(w), regions=[body], num_carry=1, num_xs=1)
-    g.set_outputs(final, ys)
-    return g, [rng.standard_normal((steps, batch, d)).astype(np.float32),
-               rng.standard_normal((batch, d)).astype(np.float32) * 0.5]
 
 
 def _with_iters(g: Graph) -> Graph:
@@ -44,7 +25,7 @@ def _with_iters(g: Graph) -> Graph:
 @pytest.mark.parametrize("jacobian", ["full", "diag"])
 def test_contractive_tanh_rnn_converges(jacobian):
     steps = 48
-    g, ins = _tanh_rnn(steps, 2, 6, seed=1)
+    g, ins = tanh_rnn(steps, 2, 6, seed=1)
     want = ember.interpret(g, *ins)
     out = ember.Pipeline.parse(f"parallel_newton{{force=true,jacobian={jacobian},tol=1e-6,"
                                f"max_iters=40}}").run(g.clone())
@@ -76,7 +57,7 @@ def test_digits_gru_newton_matches_sequential():
 
 
 def test_not_converged_falls_back_to_sequential():
-    g, ins = _tanh_rnn(16, 2, 4, seed=2)
+    g, ins = tanh_rnn(16, 2, 4, seed=2)
     want = ember.interpret(g, *ins)
     out = ember.Pipeline.parse("parallel_newton{force=true,max_iters=1,tol=1e-12}").run(g.clone())
     *got, iters = ember.interpret(_with_iters(out), *ins)
