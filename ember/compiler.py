@@ -44,12 +44,12 @@ def compile(module_or_graph: Any, example_inputs: Sequence[Any] | None = None, p
     from .runtime import write_artifact
 
     steps = _Steps(progress)
-    _install_speed_oracle()  # the quantize pass keeps a layer float where int8 is not faster
     pipeline = Pipeline.parse(passes)  # parse and resolve first: a typo in either should not
     spec = backend.resolve(target)  # wait for tracing
     checking = check and len(pipeline) > 0
-    with steps("trace"):
+    with steps("trace"):  # TVM's import warms up in the background meanwhile (_tvm_startup)
         graph = import_model(module_or_graph, example_inputs, dynamic_dims)
+    _install_speed_oracle()  # the quantize pass keeps a layer float where int8 is not faster
     with steps("passes") as step:
         graph = pipeline.run(graph, calibration=calibration, check=checking,
                              sample_inputs=_samples(example_inputs) if checking else None,

@@ -50,13 +50,17 @@ def import_tvm():
     torch interop, which the runtime does not use. `TVM_USE_RUNTIME_LIB=1` (TVM's own switch)
     additionally skips the Relax compiler; `ember run` sets it.
     """
+    from .._tvm_startup import install
+
     if "tvm" not in sys.modules and "torch" not in sys.modules:
         sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` fail
         try:
+            install()
             import tvm
         finally:
             if sys.modules.get("torch", 0) is None:
                 del sys.modules["torch"]
+    install()
     import tvm
     import tvm.runtime.vm
 

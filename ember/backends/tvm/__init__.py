@@ -16,6 +16,10 @@ import sys
 import types
 from typing import Any
 
+from ..._tvm_startup import install as _install_tvm_startup
+
+_install_tvm_startup()  # before any submodule imports tvm: ~1.5 s off its first import
+
 _LAZY = {
     "lower": ("ember.backends.tvm.lower", "lower"),
     "build": ("ember.backends.tvm.build", "build"),
