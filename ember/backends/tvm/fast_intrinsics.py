@@ -1,0 +1,95 @@
+"""exp / tanh / erf / sigmoid in EVERY CPU kernel as vector math, not scalar libm calls.
+
+Why: TVM 0.27's LowerIntrin turns `T.exp` on llvm into `llvm.exp.*`, which LLVM scalarizes into
+one `expf` call per lane (`erff` likewise; `tanh` and `sigmoid` are built on exp). The lowerings
+that know their shapes build on lowering/fastmath.py directly (softmax, activations on static
+shapes, the fused attention kernel), but a kernel TVM legalizes from a Relax op on a symbolic
+shape (a dynamic-batch softmax or GELU: FuseTIR cannot take a TE stage emitted at lowering
+there, see fastmath.applies), a fused GRU gate or anything else keeps the libm calls.
+
+This module replaces TVM's llvm intrinsic rules for the four float32 ops by fastmath's
+expressions (same accuracy contract: exp within ~1 ulp, tanh/erf a few ulp, inf/NaN/overflow
+as libm), at the one place every kernel passes through after vectorization. LowerIntrin hands
+the rule a vector call (`float32x8`) where the loop was vectorized, so the math stays vector.
+
+The rules are registered once per process but act only inside `fast_intrinsics()` (ember's
+build wraps its compile stage in it); outside, a rule defers to TVM's own lowering, so other
+TVM users in the process see no change. `EMBER_FAST_MATH=0` turns it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+import tvm
+
+from .lowering import fastmath
+
+__all__ = ["active", "fast_intrinsics", "register"]
+
+_RULE_LEVEL = 30  # above TVM's own llvm rules (level 10), so ours is the one LowerIntrin finds
+_OPS = {"tirx.exp": fastmath.fast_exp, "tirx.tanh": fastmath.fast_tanh,
+        "tirx.erf": fastmath.fast_erf, "tirx.sigmoid": fastmath.fast_sigmoid}
+
+_lock = threading.Lock()
+_depth = 0  # builds inside fast_intrinsics() now (any thread: codegen may run on workers)
+_registered = False
+
+
+def active() -> bool:
+    return _depth > 0
+
+
+def _make_rule(op_name: str, fast, previous):
+    def rule(call):
+        if _depth > 0 and len(call.args) == 1 and fastmath.supported(call.ty.dtype):
+            return fast(call.args[0])
+        if previous is not None:  # TVM's own llvm rule
+            return previous(call)
+        return call  # unchanged: LowerIntrin goes on to the default rules
+
+    rule.__name__ = f"ember_fast_{op_name.split('.')[-1]}"
+    return rule
+
+
+def register() -> None:
+    """Install the rules (once per process; idempotent)."""
+    global _registered
+    with _lock:
+        if _registered:
+            return
+        for op_name, fast in _OPS.items():
+            op = tvm.ir.Op.get(op_name)
+            previous = op.get_attr("llvm.FLowerIntrinsic")
+            tvm.ir.register_op_attr(op_name, "llvm.FLowerIntrinsic",
+                                    _make_rule(op_name, fast, previous), level=_RULE_LEVEL)
+        _registered = True
+
+
+@contextlib.contextmanager
+def fast_intrinsics(enabled: bool = True) -> Iterator[None]:
+    """Within this block, llvm builds lower float32 exp/tanh/erf/sigmoid to fastmath."""
+    global _depth
+    enabled = enabled and os.environ.get("EMBER_FAST_MATH", "1") != "0"
+    if not enabled:
+        yield
+        return
+    register()
+    with _lock:
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+
+
+def uses_libm(exe_or_lib) -> list[str]:
+    """The libm math symbols a built CPU library calls (for tests and diagnostics)."""
+    source = exe_or_lib.mod.inspect_source("asm") if hasattr(exe_or_lib, "mod") else \
+        exe_or_lib.inspect_source("asm")
+    return sorted({name for name in ("expf", "erff", "tanhf") if f"{name}@" in source
+                   or f"call\t{name}" in source or f"call {name}" in source})

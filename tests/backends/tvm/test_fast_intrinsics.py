@@ -1,0 +1,100 @@
+"""backends/tvm/fast_intrinsics.py: libm exp/erf/tanh/sigmoid calls replaced in every CPU kernel.
+
+The kernels here are what TVM legalizes from Relax ops on a SYMBOLIC batch (the case the
+lowering-time fast math cannot take): softmax, GELU (erf), tanh, sigmoid.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.script import relax as R
+
+from ember.backends.tvm.fast_intrinsics import active, fast_intrinsics
+from ember.backends.tvm.schedules import apply_cpu_schedules
+from ember.backends.tvm.targets import resolve
+
+LIBM = ("expf", "erff", "tanhf")
+
+
+@tvm.script.ir_module
+class Chain:
+    @R.function
+    def main(x: R.Tensor(("n", 40), "float32")):
+        with R.dataflow():
+            s = R.nn.softmax(x, axis=-1)
+            g = R.nn.gelu(x)
+            t = R.tanh(x)
+            e = R.exp(x)
+            y = R.sigmoid(x)
+            out = (s, g, t, e, y)
+            R.output(out)
+        return out
+
+
+def _build(fast: bool):
+    tgt = resolve("cpu").tvm_target()
+    with fast_intrinsics(fast), tgt:
+        mod = relax.transform.LegalizeOps()(Chain)
+        mod = apply_cpu_schedules(mod, tgt)
+        ex = tvm.compile(mod, target=tgt)
+    asm = "".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
+    return ex, {name: asm.count(name) for name in LIBM}
+
+
+def _reference(x: np.ndarray):
+    x64 = x.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        shifted = np.exp(x64 - np.max(x64, axis=-1, keepdims=True))
+        erf = np.vectorize(math.erf)(x64 / math.sqrt(2.0))
+        return (shifted / shifted.sum(-1, keepdims=True), 0.5 * x64 * (1.0 + erf), np.tanh(x64),
+                np.exp(x64), 1.0 / (1.0 + np.exp(-x64)))
+
+
+def _run(ex, x: np.ndarray):
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return [o.numpy() for o in vm["main"](tvm.runtime.tensor(x))]
+
+
+@pytest.fixture(scope="module")
+def builds():
+    return {fast: _build(fast) for fast in (False, True)}
+
+
+def test_no_libm_calls_left_inside_the_context(builds):
+    assert sum(builds[False][1].values()) > 0  # the test sees libm when it is there
+    assert builds[True][1] == dict.fromkeys(LIBM, 0)
+    assert not active()
+
+
+@pytest.mark.parametrize("batch", [1, 3, 17])
+def test_matches_libm_and_float64(builds, batch):
+    rng = np.random.default_rng(batch)
+    x = (rng.standard_normal((batch, 40)) * 6).astype(np.float32)
+    fast, slow, ref = _run(builds[True][0], x), _run(builds[False][0], x), _reference(x)
+    for name, f, s, r in zip(("softmax", "gelu", "tanh", "exp", "sigmoid"), fast, slow, ref):
+        np.testing.assert_allclose(f, r, rtol=2e-6, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(f, s, rtol=2e-6, atol=1e-6, err_msg=name)
+
+
+def test_special_values_as_libm(builds):
+    specials = [0.0, -0.0, np.inf, -np.inf, np.nan, 88.7, 89.0, 100.0, -87.5, -103.0, -104.5,
+                -200.0, 1e-30, -1e-30, 9.5, -9.5, 4.5, -4.5]
+    x = np.zeros((1, 40), np.float32)
+    x[0, :len(specials)] = specials
+    fast, slow = _run(builds[True][0], x), _run(builds[False][0], x)
+    for name, f, s in zip(("softmax", "gelu", "tanh", "exp", "sigmoid"), fast, slow):
+        if name == "softmax":  # the row holds inf and nan: NaN everywhere, both ways
+            assert np.isnan(f).all() == np.isnan(s).all(), name
+            continue
+        np.testing.assert_array_equal(np.isnan(f), np.isnan(s), err_msg=name)
+        np.testing.assert_allclose(f[~np.isnan(f)], s[~np.isnan(s)], rtol=4e-6, atol=1e-6,
+                                   err_msg=name)
+
+
+def test_switch_off(monkeypatch):
+    monkeypatch.setenv("EMBER_FAST_MATH", "0")
+    _, calls = _build(True)
+    assert sum(calls.values()) > 0
