@@ -1,6 +1,7 @@
 """ctrl.scan lowering strategies (per-step Relax calls vs one TIR loop) and the linear-scan
-kernels (warm-start split with its fix-up, reduce/carry/rescan), against the reference
-interpreter or, bitwise, against a sequential loop with the same rounding."""
+kernels (lane split, warm-start split with its fix-up, reduce/carry/rescan) and the plan that
+picks one, against the reference interpreter or, bitwise, against a sequential loop with the
+same rounding."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ from tvm import relax
 import ember
 from ember.backends.tvm import build, lower
 from ember.backends.tvm.kernels.scan import (
+    LANE_BLOCK_BYTES,
+    SERIAL_BELOW,
     STREAM_BYTES,
+    forced_split,
     linear_scan_kernel,
     plan_scan,
     prefix_cuts,
 )
+from ember.backends.tvm.kernels.scan_lanes import lane_blocks, lane_scan_kernel
 from ember.backends.tvm.kernels.scan_warm import warm_scan_kernel
 from ember.backends.tvm.lowering.control import CALL_MAX_STEPS, scan_strategy
+from ember.errors import LoweringError
 from ember.ir import DType, Graph, TensorType
 
 F32 = DType.f32
@@ -217,19 +223,113 @@ def test_warm_split_repairs_a_window_that_was_too_short():
 
 def test_plans():
     wide = plan_scan(65536, 1024, 2, per_step_a=False, streaming=True)
-    assert wide.threads == 2 and wide.cuts[1] > 65536 // 2  # a full replay writes fewer rows
+    assert wide.kind == "time" and wide.threads == 2
+    assert wide.cuts[1] > 65536 // 2  # a full replay writes fewer rows
     assert wide.streaming and wide.width == 1024  # whole rows, non-temporal stores
     assert not plan_scan(65536, 1024, 2, per_step_a=False).streaming  # not an x86 target
-    assert not plan_scan(1024, 64, 2, streaming=True).streaming  # h stays in cache
+    assert not plan_scan(4096, 64, 2, streaming=True).streaming  # h stays in cache
     assert plan_scan(STREAM_BYTES // 4, 1, 1, streaming=True).streaming is False  # odd rows
     assert plan_scan(100, 8, 2).parallel is False  # too small to wake the pool
     serial_big = plan_scan(65536, 1024, 1, streaming=True)
-    assert serial_big.threads == 1 and serial_big.streaming
+    assert serial_big.kind == "serial" and serial_big.threads == 1 and serial_big.streaming
     narrow = plan_scan(65536, 8, 2)
     assert narrow.threads == 2 and narrow.rho == 1.0  # latency-bound rows: replay costs a row
     assert plan_scan(65536, 1024, 4).threads == 4
     forced = plan_scan(1000, 64, 2, chunk=100)
-    assert not forced.cuts and forced.chunks == 10
+    assert not forced.cuts and forced.chunks == 10 and forced.kind == "chunks"
+
+
+def test_plan_picks_serial_lanes_or_time_by_size():
+    # under SERIAL_BELOW elements waking the pool costs more than the scan
+    assert plan_scan(SERIAL_BELOW // 64 - 1, 64, 2).kind == "serial"
+    # narrow or medium rows share lines between the cores' prefetchers: cut time
+    for steps, lanes in ((4096, 64), (65536, 64), (16384, 1024)):
+        assert plan_scan(steps, lanes, 2).kind == "time", (steps, lanes)
+    # each thread's block of a row spans two pages: cut the lanes, even for a short scan
+    lanes = 2 * LANE_BLOCK_BYTES // 4
+    for steps in (64, 4096):
+        plan = plan_scan(steps, lanes, 2, streaming=True)
+        assert plan.kind == "lanes" and plan.lane_threads == 2, steps
+    assert plan_scan(4096, lanes, 1).kind == "serial"
+    assert plan_scan(256, 1024, 2).kind == "serial"  # short, and too narrow for lanes
+    with forced_split("lanes"):
+        assert plan_scan(4096, 64, 2).kind == "lanes"
+        assert plan_scan(4096, 16, 2).kind == "serial"  # one cache line: nothing to split
+    with forced_split("serial"):
+        assert plan_scan(65536, 1024, 2).kind == "serial"
+    assert plan_scan(4096, 64, 2).kind == "time"  # the forced split ends with the block
+    with pytest.raises(LoweringError, match="unknown split"), forced_split("diagonal"):
+        pass
+
+
+def test_lane_blocks_are_whole_cache_lines():
+    assert lane_blocks(64, 2) == ((0, 32), (32, 32))
+    assert lane_blocks(80, 2) == ((0, 48), (48, 32))  # 5 lines: 3 + 2
+    assert lane_blocks(70, 2) == ((0, 48), (48, 22))  # the last block ends at N
+    assert lane_blocks(200, 4) == ((0, 64), (64, 48), (112, 48), (160, 40))
+    assert lane_blocks(20, 4) == ((0, 16), (16, 4))  # fewer lines than threads
+    assert lane_blocks(64, 2, itemsize=8) == ((0, 32), (32, 32))  # 8 doubles a line
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+@pytest.mark.parametrize("steps,lanes", [(1, 80), (1031, 32), (1031, 64), (1031, 80)])
+def test_lane_split_is_bitwise_the_sequential_loop(steps, lanes, per_step):
+    """Each thread runs the whole time loop over its lanes: the sequential loop's rounding
+    (one FMA per step) whatever a does, growing and sign-changing included."""
+    key = ("lanes", steps, lanes, per_step)
+    fn = _KERNELS.get(key)
+    if fn is None:
+        f = lane_scan_kernel(steps, lanes, 2, per_step).with_attr("global_symbol", "main")
+        fn = _KERNELS[key] = tvm.compile(tvm.IRModule({"main": f}), target=_FMA_TARGET)["main"]
+    for k, (lo, hi) in enumerate(_A_RANGES):
+        rng = np.random.default_rng(lanes + k)
+        a = rng.uniform(lo, hi, (steps if per_step else 1, lanes)).astype(np.float32)
+        b = rng.standard_normal((steps, lanes)).astype(np.float32)
+        h0 = rng.standard_normal(lanes).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.testing.assert_array_equal(_run_kernel(fn, a, b, h0), _fma_sequential(a, b, h0))
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+def test_lane_split_matches_numpy_without_fma(per_step):
+    """On a target without FMA the kernel rounds a*h and then + b, as numpy does: the same
+    bits as a plain float32 numpy loop; 3 threads over 80 lanes (blocks of 32, 32, 16) and
+    non-temporal stores."""
+    steps, lanes = 515, 80
+    f = lane_scan_kernel(steps, lanes, 3, per_step, streaming=True)
+    fn = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}),
+                     target={"kind": "llvm", "mcpu": "x86-64"})["main"]
+    rng = np.random.default_rng(11)
+    a = rng.uniform(-1.0, 1.0, (steps if per_step else 1, lanes)).astype(np.float32)
+    b = rng.standard_normal((steps, lanes)).astype(np.float32)
+    h0 = rng.standard_normal(lanes).astype(np.float32)
+    want, prev = np.empty_like(b), h0
+    for t in range(steps):
+        prev = a[t if per_step else 0] * prev + b[t]
+        want[t] = prev
+    np.testing.assert_array_equal(_run_kernel(fn, a, b, h0), want)
+
+
+def test_lane_split_op_views_batched_state_in_place():
+    """ctrl.linear_scan over [T, 2, 40] (batch 2: N = 80 lanes, 5 lines) with a per-step a,
+    lowered with the lane split: no reshape kernels, bitwise the sequential FMA loop."""
+    steps = 700
+    g = Graph("ls_lanes")
+    av = g.add_input("a", TensorType((steps, 2, 40), F32))
+    bv = g.add_input("b", TensorType((steps, 2, 40), F32))
+    hv = g.add_input("h0", TensorType((2, 40), F32))
+    g.set_outputs(g.add("ctrl.linear_scan", av, bv, hv))
+    with forced_split("lanes"):
+        mod = lower(g)
+    assert {gv.name_hint for gv in mod.get_global_vars()} == {"main", "linear_scan"}
+    vm = relax.VirtualMachine(build(mod, "cpu"), tvm.cpu())
+    rng = np.random.default_rng(8)
+    a = rng.uniform(0.2, 1.0, (steps, 2, 40)).astype(np.float32)
+    b = rng.standard_normal((steps, 2, 40)).astype(np.float32)
+    h0 = rng.standard_normal((2, 40)).astype(np.float32)
+    got = vm["main"](*[tvm.runtime.tensor(v) for v in (a, b, h0)]).numpy()
+    want = _fma_sequential(a.reshape(steps, 80), b.reshape(steps, 80), h0.reshape(80))
+    np.testing.assert_array_equal(got.reshape(steps, 80), want)
 
 
 @pytest.mark.parametrize("steps,lanes,cores,per_step", [(4096, 64, 2, False), (2000, 48, 2, True),
