@@ -7,9 +7,14 @@ report (`executable.ember_timings`, seconds):
     fold       weight layout ops (transpose/reshape of a constant) evaluated with numpy
     legalize   Relax ops -> TIR PrimFuncs, op patterns annotated, other constants folded
     fuse       FuseOps + FuseTIR: one kernel per fused group
+    mark_reshapes  reshape-copy kernels tagged while their loops still prove it
     schedule   CPU: ember.backends.tvm.schedules.apply_cpu_schedules (when installed);
                GPU: dlight's default GPU rules (every kernel needs a thread binding on a GPU)
-    compile    tvm.compile: VM lowering, TIR passes, LLVM (+ CUDA) codegen
+    fold_reshape   CPU: a reshape copy of a single-use kernel result (a function output, where
+               TVM keeps the copy) folded into the producer (fold_output_reshape.py)
+    compile    tvm.compile: VM lowering, TIR passes, LLVM (+ CUDA) codegen; on CPU the kernels'
+               LLVM code and object files by one thread per core (parallel_codegen.py), and
+               float32 exp/tanh/erf/sigmoid as vector math (fast_intrinsics.py)
 
 Cross targets (aarch64, armv7, riscv64) compile here and link with the Debian cross g++ named by
 the TargetSpec; `export(ex, "m.tar")` writes the object files instead when no cross g++ exists.
@@ -29,6 +34,9 @@ from tvm import relax
 
 from ...errors import BuildError
 from .lower import short_error
+from .fast_intrinsics import fast_intrinsics
+from .fold_output_reshape import fold_output_reshapes, mark_reshape_copies
+from .parallel_codegen import build_vm, codegen_threads, export_objects
 from .targets import TargetSpec, resolve
 
 try:  # the CPU schedules package; builds run unscheduled (still fused) without it
@@ -142,6 +150,7 @@ def build(mod: tvm.IRModule, target: TargetSpec | str | dict, *, schedule: bool 
         from .tune import apply_records
 
         mod, tuning = stage("records", lambda m: apply_records(m, tgt, records), mod)
+    mod = stage("mark_reshapes", mark_reshape_copies, mod)  # proven before schedules fuse loops
     scheduled = False
     if spec.is_gpu:  # not optional: an unscheduled kernel has no thread binding on a GPU
         mod = stage("schedule", gpu_schedule_pass(), mod)
@@ -151,13 +160,25 @@ def build(mod: tvm.IRModule, target: TargetSpec | str | dict, *, schedule: bool 
         scheduled = True
     else:
         timings["schedule"] = 0.0
-    ex = stage("compile", lambda m: tvm.compile(m, target=tgt, relax_pipeline=relax_pipeline(spec)),
-               mod)
+    if spec.is_cpu:  # an output reshape copy becomes its producer writing the output shape
+        mod = stage("fold_reshape", fold_output_reshapes, mod)
+    with fast_intrinsics(spec.is_cpu):  # exp/tanh/erf/sigmoid as vector math, not libm calls
+        ex = stage("compile", lambda m: compile_vm(m, spec, tgt), mod)
     ex.ember_timings = timings
     ex.ember_target = spec
     ex.ember_scheduled = scheduled
     ex.ember_tuning = tuning
     return ex
+
+
+def compile_vm(mod: tvm.IRModule, spec: TargetSpec, tgt):
+    """tvm.compile with ember's Relax pipeline; on a CPU target with several cores the kernels'
+    LLVM code is generated (and their object files emitted) by one thread per core, see
+    parallel_codegen.py ($EMBER_CODEGEN_THREADS=1: tvm.compile in one thread)."""
+    threads = codegen_threads()
+    if spec.kind == "llvm" and threads > 1:  # objects only for a native .so (export_objects)
+        return build_vm(mod, tgt, relax_pipeline(spec), threads, emit_objects=not spec.is_cross)
+    return tvm.compile(mod, target=tgt, relax_pipeline=relax_pipeline(spec))
 
 
 def relax_pipeline(spec: TargetSpec):
@@ -237,7 +258,8 @@ def export(executable, path: str | os.PathLike, cross_compiler: str | None = Non
             from tvm.support import cc as _cc
 
             executable.export_library(path, fcompile=_cc.cross_compiler(cc))
-        else:
+        elif path.endswith(".tar") or codegen_threads() < 2 \
+                or not export_objects(executable, path):  # objects written in parallel
             executable.export_library(path)
     except Exception as e:  # noqa: BLE001 (TVM raises many types; wrapped below)
         raise BuildError(f"export to {path} failed{' with ' + cc if cc else ''}: "
@@ -300,12 +322,17 @@ def _build_error(stage: str, e: Exception, mod: Any, tgt, spec: TargetSpec) -> B
 
 
 def _failing_function(stage: str, mod: tvm.IRModule, tgt) -> str | None:
-    """For a failed codegen, compile each PrimFunc alone to name the one that breaks."""
+    """For a failed codegen, compile each PrimFunc alone to name the one that breaks.
+
+    Each gets the `global_symbol` the Relax pipeline would attach (AttachGlobalSymbol): without
+    it MakePackedAPI leaves the function private and every kernel fails alone."""
     if stage != "compile":
         return None
     prims = [(gv, f) for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     failed = []
     for gv, func in prims:
+        if "global_symbol" not in (func.attrs or {}):
+            func = func.with_attr("global_symbol", gv.name_hint)
         try:
             tvm.tirx.build(tvm.IRModule({gv: func}), tgt)
         except Exception:  # noqa: BLE001 (any failure marks the function)

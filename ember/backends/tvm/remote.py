@@ -34,7 +34,8 @@ from ...runtime.module import CompiledModel, import_tvm
 _CPU_KINDS = ("llvm", "c")
 
 
-RUNTIME_FILES = ("ember/__init__.py", "ember/errors.py", "ember/runtime/__init__.py",
+RUNTIME_FILES = ("ember/__init__.py", "ember/errors.py", "ember/_tvm_startup.py",
+                 "ember/runtime/__init__.py",
                  "ember/runtime/artifact.py", "ember/runtime/compat.py", "ember/runtime/module.py",
                  "ember/runtime/cuda.py", "ember/backends/__init__.py", "ember/backends/tvm/__init__.py",
                  "ember/backends/tvm/targets.py")
