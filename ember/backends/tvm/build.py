@@ -33,9 +33,9 @@ import tvm
 from tvm import relax
 
 from ...errors import BuildError
-from .lower import short_error
 from .fast_intrinsics import fast_intrinsics
 from .fold_output_reshape import fold_output_reshapes, mark_reshape_copies
+from .lower import short_error
 from .parallel_codegen import build_vm, codegen_threads, export_objects
 from .targets import TargetSpec, resolve
 
