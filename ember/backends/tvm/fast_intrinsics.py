@@ -25,6 +25,8 @@ import threading
 from collections.abc import Iterator
 
 import tvm
+import tvm.ir.prim.expr as _prim
+from tvm import tirx
 
 from .lowering import fastmath
 
@@ -43,9 +45,38 @@ def active() -> bool:
     return _depth > 0
 
 
+_BINARY = (_prim.BinaryOpExpr, _prim.CmpExpr, _prim.And, _prim.Or)  # fields a, b
+_LEAVES = (tirx.Var, tirx.IntImm, tirx.FloatImm, tvm.ir.expr.TensorLoad, tirx.Ramp)
+
+
+def _nests(e) -> bool:
+    """Whether `e` holds another exp/tanh/erf/sigmoid call, a Let, or a node not known here.
+
+    Why the outer call then keeps TVM's lowering: fastmath binds operands with Lets, and TVM's
+    LLVM codegen `Analyzer::Bind`s every Let value, substituting earlier bound vars into later
+    values, so simplifying a chain re-expands it: exponential in the depth of the chain. One
+    fast function compiles in milliseconds; one nested in another's operand (GRU's
+    tanh(x + sigmoid(y) * z)) made one kernel take 34 s to compile (flattening the Lets into
+    one chain still took 21 s). The inner calls stay fast: LowerIntrin visits them next."""
+    if isinstance(e, _LEAVES):
+        return False
+    if isinstance(e, _BINARY):
+        return _nests(e.a) or _nests(e.b)
+    if isinstance(e, (_prim.Not, _prim.BitwiseNot)):
+        return _nests(e.a)
+    if isinstance(e, (tirx.Cast, tirx.Broadcast)):
+        return _nests(e.value)
+    if isinstance(e, tirx.Select):
+        return _nests(e.condition) or _nests(e.true_value) or _nests(e.false_value)
+    if isinstance(e, tvm.ir.Call) and isinstance(e.op, tvm.ir.Op):
+        return e.op.name in _OPS or any(_nests(a) for a in e.args)
+    return True  # a Let or an unknown node: assume the worst
+
+
 def _make_rule(op_name: str, fast, previous):
     def rule(call):
-        if _depth > 0 and len(call.args) == 1 and fastmath.supported(call.ty.dtype):
+        if (_depth > 0 and len(call.args) == 1 and fastmath.supported(call.ty.dtype)
+                and not _nests(call.args[0])):
             return fast(call.args[0])
         if previous is not None:  # TVM's own llvm rule
             return previous(call)

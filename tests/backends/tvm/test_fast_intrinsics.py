@@ -98,3 +98,44 @@ def test_switch_off(monkeypatch):
     monkeypatch.setenv("EMBER_FAST_MATH", "0")
     _, calls = _build(True)
     assert sum(calls.values()) > 0
+
+
+def test_a_call_nested_in_another_keeps_tvm_lowering_for_the_outer_one():
+    """GRU's n = tanh(x + sigmoid(y) * z): fast math nested in fast math compiled for 34 s (see
+    _nests); the outer call keeps TVM's rule, the inner one is still made fast."""
+    from tvm import tirx
+
+    from ember.backends.tvm.fast_intrinsics import _nests
+
+    x, y, z = (tirx.Var(n, "float32x8") for n in "xyz")
+    assert _nests(x + tirx.sigmoid(y) * z)
+    assert not _nests(x + y * z - tirx.Cast("float32x8", tirx.Broadcast(tirx.IntImm("int32", 3), 8)))
+    assert _nests(tirx.Let(x, y, x))
+
+
+@tvm.script.ir_module
+class Gates:
+    @R.function
+    def main(x: R.Tensor(("n", 32), "float32"), y: R.Tensor(("n", 32), "float32")):
+        with R.dataflow():
+            out = R.tanh(R.add(x, R.multiply(R.sigmoid(y), R.exp(R.tanh(x)))))
+            R.output(out)
+        return out
+
+
+def test_nested_gates_compile_and_match():
+    tgt = resolve("cpu").tvm_target()
+    rng = np.random.default_rng(0)
+    x, y = (rng.standard_normal((5, 32)).astype(np.float32) * 3 for _ in range(2))
+    outs = []
+    for fast in (False, True):
+        with fast_intrinsics(fast), tgt:
+            mod = relax.transform.LegalizeOps()(Gates)
+            mod = relax.transform.FuseTIR()(relax.transform.FuseOps()(
+                relax.transform.AnnotateTIROpPattern()(mod)))
+            ex = tvm.compile(apply_cpu_schedules(mod, tgt), target=tgt)
+        vm = relax.VirtualMachine(ex, tvm.cpu())
+        outs.append(vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(y)).numpy())
+    ref = np.tanh(x + 1.0 / (1.0 + np.exp(-y.astype(np.float64))) * np.exp(np.tanh(x)))
+    np.testing.assert_allclose(outs[1], ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-6)
