@@ -35,6 +35,7 @@ from tvm import relax
 from ...errors import BuildError
 from .fast_intrinsics import fast_intrinsics
 from .fold_output_reshape import fold_output_reshapes, mark_reshape_copies
+from .irmod import with_functions
 from .lower import short_error
 from .parallel_codegen import build_vm, codegen_threads, export_objects
 from .targets import TargetSpec, resolve
@@ -116,12 +117,14 @@ def fuse_passes() -> list:
 
 
 def build(mod: tvm.IRModule, target: TargetSpec | str | dict, *, schedule: bool = True,
-          records: str | os.PathLike | None = None):
+          records: str | os.PathLike | None = None, exportable: bool = True):
     """Compile `mod` for `target`; returns the TVM executable with `ember_timings` attached.
 
     `schedule=False` skips the CPU schedules (to tell a scheduling bug from a lowering bug).
     `records`: a tuning-records directory (see tune.py); kernels with a winning record get the
     tuned schedule, the others ember's rules (`ex.ember_tuning` says how many were applied).
+    `exportable=False`: the executable only runs in this process (e.g. layer timing), so the
+    codegen threads do not write object files for `export`.
     """
     spec = resolve(target)
     tgt = spec.tvm_target()
@@ -163,7 +166,7 @@ def build(mod: tvm.IRModule, target: TargetSpec | str | dict, *, schedule: bool 
     if spec.is_cpu:  # an output reshape copy becomes its producer writing the output shape
         mod = stage("fold_reshape", fold_output_reshapes, mod)
     with fast_intrinsics(spec.is_cpu):  # exp/tanh/erf/sigmoid as vector math, not libm calls
-        ex = stage("compile", lambda m: compile_vm(m, spec, tgt), mod)
+        ex = stage("compile", lambda m: compile_vm(m, spec, tgt, exportable), mod)
     ex.ember_timings = timings
     ex.ember_target = spec
     ex.ember_scheduled = scheduled
@@ -171,13 +174,14 @@ def build(mod: tvm.IRModule, target: TargetSpec | str | dict, *, schedule: bool 
     return ex
 
 
-def compile_vm(mod: tvm.IRModule, spec: TargetSpec, tgt):
+def compile_vm(mod: tvm.IRModule, spec: TargetSpec, tgt, exportable: bool = True):
     """tvm.compile with ember's Relax pipeline; on a CPU target with several cores the kernels'
     LLVM code is generated (and their object files emitted) by one thread per core, see
     parallel_codegen.py ($EMBER_CODEGEN_THREADS=1: tvm.compile in one thread)."""
     threads = codegen_threads()
     if spec.kind == "llvm" and threads > 1:  # objects only for a native .so (export_objects)
-        return build_vm(mod, tgt, relax_pipeline(spec), threads, emit_objects=not spec.is_cross)
+        return build_vm(mod, tgt, relax_pipeline(spec), threads,
+                        emit_objects=exportable and not spec.is_cross)
     return tvm.compile(mod, target=tgt, relax_pipeline=relax_pipeline(spec))
 
 
@@ -204,12 +208,7 @@ def _noalias_shape_funcs():
                     and func.attrs.get("tirx.is_host_func", False)
                     and "tirx.noalias" not in func.attrs and len(func.params) <= 1):
                 updates[gv] = func.with_attr("tirx.noalias", True)  # one buffer: no alias
-        if not updates:
-            return mod
-        mod = mod.clone()
-        for gv, func in updates.items():
-            mod.update_func(gv, func)
-        return mod
+        return with_functions(mod, updates)
 
     return mark
 

@@ -116,11 +116,3 @@ def fast_intrinsics(enabled: bool = True) -> Iterator[None]:
     finally:
         with _lock:
             _depth -= 1
-
-
-def uses_libm(exe_or_lib) -> list[str]:
-    """The libm math symbols a built CPU library calls (for tests and diagnostics)."""
-    source = exe_or_lib.mod.inspect_source("asm") if hasattr(exe_or_lib, "mod") else \
-        exe_or_lib.inspect_source("asm")
-    return sorted({name for name in ("expf", "erff", "tanhf") if f"{name}@" in source
-                   or f"call\t{name}" in source or f"call {name}" in source})

@@ -44,6 +44,8 @@ import tvm_ffi
 from tvm import relax, sym, tirx
 from tvm.tirx.layout import S, TileLayout
 
+from .irmod import with_functions
+
 __all__ = ["RESHAPE_COPY_ATTR", "fold_output_reshapes", "is_reshape_copy",
            "mark_reshape_copies"]
 
@@ -60,12 +62,7 @@ def mark_reshape_copies(mod: tvm.IRModule) -> tvm.IRModule:
     tuning records, which hash the kernels: an attribute would change their names)."""
     updates = {gv: f.with_attr(RESHAPE_COPY_ATTR, True) for gv, f in mod.functions_items()
                if isinstance(f, tirx.PrimFunc) and is_reshape_copy(f)}
-    if not updates:
-        return mod
-    mod = mod.clone()
-    for gv, func in updates.items():
-        mod.update_func(gv, func)
-    return mod
+    return with_functions(mod, updates)
 
 
 def fold_output_reshapes(mod: tvm.IRModule) -> tvm.IRModule:

@@ -67,5 +67,5 @@ class TvmLayerTimer:
 
 def _compile(g: Graph):
     spec = resolve("cpu")
-    vm = relax.VirtualMachine(build(lower(g, target=spec), spec), tvm.cpu())
+    vm = relax.VirtualMachine(build(lower(g, target=spec), spec, exportable=False), tvm.cpu())
     return vm["main"]

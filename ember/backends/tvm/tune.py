@@ -43,6 +43,7 @@ import tvm_ffi
 from tvm import tirx
 
 from ...errors import BuildError, InputError
+from .irmod import with_functions
 from .schedules import threads
 from .tune_measure import (
     lazy_tensor_intrin,
@@ -185,10 +186,7 @@ def apply_records(mod: tvm.IRModule, target: tvm.target.Target,
         # kernel's pool launch costs more than its work, so it runs serially like ember's own.
         scheduled = threads.choose_threading(tmod["main"], sch, threads.PARALLEL_MIN_WORK)
         updates[gvar] = restore_attrs(scheduled, func)
-    if updates:
-        mod = mod.clone()
-        for gvar, func in updates.items():
-            mod.update_func(gvar, func)
+    mod = with_functions(mod, updates)
     info["applied"] = len(updates)
     info["applied_kernels"] = sorted(g.name_hint for g in updates)
     return mod, info

@@ -191,3 +191,13 @@ def test_a_failing_part_is_the_usual_build_error_naming_the_kernel(monkeypatch):
     msg = str(info.value)
     assert "compile stage failed" in msg and "layer_norm" in msg and "LLVM exploded" in msg
     assert len(msg) < 800
+
+
+def test_a_build_for_this_process_only_writes_no_objects(monkeypatch):
+    """build(..., exportable=False) (the quantize pass's layer timer): the codegen threads
+    skip the object files that only `export` would read."""
+    monkeypatch.setenv(pc.THREADS_ENV, "2")
+    ex = build_module.build(lower(_chain()), "cpu", exportable=False)
+    assert _llvm_parts(ex) == 2 and not hasattr(ex, "ember_objects")
+    x = np.random.default_rng(2).standard_normal((3, 16)).astype(np.float32)
+    assert np.isfinite(_run_vm(ex, x)).all()

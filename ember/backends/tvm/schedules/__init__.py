@@ -12,6 +12,7 @@ from __future__ import annotations
 import tvm
 from tvm import tirx
 
+from ..irmod import with_functions
 from . import threads
 from .common import CpuParams, cpu_params, log
 from .conv2d import Conv2d
@@ -86,12 +87,7 @@ def apply_cpu_schedules(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRM
         if rule is not None:
             updates[gvar] = new_func
             log.debug("scheduled %s with %s", gvar.name_hint, rule)
-    if not updates:
-        return mod
-    mod = mod.clone()  # the caller's module stays as it was
-    for gvar, func in updates.items():
-        mod.update_func(gvar, func)
-    return mod
+    return with_functions(mod, updates)
 
 
 def _name(func: tirx.PrimFunc) -> str:
