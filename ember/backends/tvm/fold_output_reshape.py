@@ -21,8 +21,13 @@ and the same element count, so every store of the body lands on the byte the cop
 put it on. The alias goes first inside the root block, so the body stays one root block (TVM's
 RewriteDataflowReshape runs has_reshape_pattern on it, which requires that). f is cloned, never
 mutated (other calls of f keep the original); the unused reshape kernels and originals are
-dropped by dead-code elimination. Anything not provable is left alone (tuple/multi-output
-producers such as the sequential ctrl.scan loop, packed/extern calls, strided buffers).
+dropped by dead-code elimination. Anything not provable is left alone (packed/extern calls,
+strided buffers, a tuple whose item is read twice).
+
+A producer with several outputs (the sequential ctrl.scan loop returns (carry, ys)) folds the
+same way when the reshaped value is `x = t[k]`, `t = call_tir(f, args)`: f' declares output k
+with y's shape, `t' = call_tir(f', args)`, `y = t'[k]`, and t's other items read from t'. Only
+when t is used by item bindings of its block alone and x is its only item k.
 
 When: `fold_output_reshapes` after the schedule stage, just before tvm.compile; the scheduled
 loops are kept as they are and only store into renamed memory. Before scheduling it would cost
@@ -104,9 +109,8 @@ def is_reshape_copy(func: tirx.PrimFunc) -> bool:
 
 @dataclass
 class _Site:
-    producer_index: int  # binding index of x = call_tir(f, args)
-    reshape_index: int  # binding index of y = call_tir(r, (x,))
-    call: relax.Call  # y = call_tir(f', args)
+    drop: tuple[int, ...]  # binding indices removed (the producer, a tuple-item binding)
+    replace: dict[int, relax.VarBinding]  # binding index -> its new binding
 
 
 class _Folder:
@@ -125,13 +129,9 @@ class _Folder:
                 blocks.append(block)
                 continue
             changed = True
-            drop = {s.producer_index for s in sites}
-            replace = {s.reshape_index: s.call for s in sites}
-            bindings = []
-            for i, b in enumerate(block.bindings):
-                if i in drop:
-                    continue
-                bindings.append(relax.VarBinding(b.var, replace[i]) if i in replace else b)
+            drop = {i for s in sites for i in s.drop}
+            replace = {i: nb for s in sites for i, nb in s.replace.items()}
+            bindings = [replace.get(i, b) for i, b in enumerate(block.bindings) if i not in drop]
             kind = relax.DataflowBlock if isinstance(block, relax.DataflowBlock) \
                 else relax.BindingBlock
             blocks.append(kind(bindings, block.span))
@@ -152,17 +152,66 @@ class _Folder:
             if len(args) != 1 or args[0] not in index:
                 continue
             x = args[0]
-            pi = index[x]
-            if pi in taken or ri in taken:  # a chain of reshapes: one fold per call
+            if _used_elsewhere(x, ri, bindings, seq):
                 continue
-            producer = self._prim_call(bindings[pi])
-            if producer is None or _used_elsewhere(x, ri, bindings, seq):
-                continue
-            call = self._folded_call(bindings[pi].value, producer, x, b.var)
-            if call is not None:
-                sites.append(_Site(pi, ri, call))
-                taken.update((pi, ri))
+            xi = index[x]
+            item = bindings[xi].value
+            if isinstance(item, relax.TupleGetItem):  # x = f(...)[k]: one output of several
+                site = self._tuple_site(bindings, index, seq, ri, xi, item)
+            else:
+                site = self._plain_site(bindings, xi, ri, x)
+            if site is None or taken & ({ri} | set(site.drop) | set(site.replace)):
+                continue  # (a chain of reshapes: one fold per call)
+            sites.append(site)
+            taken.update({ri} | set(site.drop) | set(site.replace))
         return sites
+
+    def _plain_site(self, bindings, pi: int, ri: int, x) -> _Site | None:
+        """y = r(x), x = f(args) with one output: y = f'(args)."""
+        producer = self._prim_call(bindings[pi])
+        if producer is None:
+            return None
+        y = bindings[ri].var
+        call = self._folded_call(bindings[pi].value, producer, [x.ty], 0, y.ty)
+        return None if call is None else _Site((pi,), {ri: relax.VarBinding(y, call)})
+
+    def _tuple_site(self, bindings, index, seq, ri: int, xi: int, item) -> _Site | None:
+        """y = r(x), x = t[k], t = f(args) with several outputs (the sequential ctrl.scan
+        loop's (carry, ys)): t' = f'(args) whose k-th output has y's shape, y = t'[k], and the
+        other items of t read from t'. Only when t is used by item bindings of this block alone
+        and x is its only item k."""
+        t, k = item.tuple_value, int(item.index)
+        if t not in index or not isinstance(t.ty, relax.TupleType):
+            return None
+        pi = index[t]
+        producer = self._prim_call(bindings[pi])
+        if producer is None:
+            return None
+        items = {}
+        for i, b in enumerate(bindings):
+            if i == pi or t not in relax.analysis.used_vars(b.value):
+                continue
+            if not isinstance(b.value, relax.TupleGetItem) or not b.value.tuple_value.same_as(t) \
+                    or (int(b.value.index) == k and i != xi):
+                return None
+            items[i] = b
+        others = [b for blk in seq.blocks for b in blk.bindings if b not in bindings]
+        if t in relax.analysis.used_vars(seq.body) \
+                or any(t in relax.analysis.used_vars(b.value) for b in others):
+            return None
+        y = bindings[ri].var
+        fields = list(t.ty.fields)
+        call = self._folded_call(bindings[pi].value, producer, fields, k, y.ty)
+        if call is None:
+            return None
+        fields[k] = y.ty
+        kind = relax.DataflowVar if isinstance(t, relax.DataflowVar) else relax.Var
+        t2 = kind(t.name, relax.TupleType(fields))
+        replace = {pi: relax.VarBinding(t2, call), ri: relax.VarBinding(y, relax.TupleGetItem(t2, k))}
+        for i, b in items.items():
+            if i != xi:
+                replace[i] = relax.VarBinding(b.var, relax.TupleGetItem(t2, int(b.value.index)))
+        return _Site((xi,), replace)
 
     def _prim_call(self, binding) -> tuple[tirx.PrimFunc, list] | None:
         """(PrimFunc, args) of a `call_tir` of a module PrimFunc, else None."""
@@ -179,15 +228,21 @@ class _Folder:
             return None
         return func, list(args.fields)
 
-    def _folded_call(self, call: relax.Call, producer, x, y) -> relax.Call | None:
+    def _folded_call(self, call: relax.Call, producer, outs: list, k: int,
+                     y_ty) -> relax.Call | None:
+        """call_tir of f' (f with output k declared with y's shape; `outs`: f's output types)
+        returning `outs` with y's type at k."""
         func, args = producer
-        if not isinstance(x.ty, relax.TensorType) or not isinstance(y.ty, relax.TensorType):
+        if not isinstance(y_ty, relax.TensorType) \
+                or not all(isinstance(o, relax.TensorType) for o in outs):
             return None
-        new = _with_output_shape(func, args, _shape(x.ty), _shape(y.ty), y.ty.dtype)
+        new = _with_output_shape(func, args, [_shape(o) for o in outs], k, _shape(y_ty),
+                                 y_ty.dtype)
         if new is None:
             return None
         gv = self._add_prim(call.args[0].name_hint, new)
-        return relax.call_tir(gv, call.args[1], out_ty=y.ty)
+        out_ty = y_ty if len(outs) == 1 else [y_ty if i == k else o for i, o in enumerate(outs)]
+        return relax.call_tir(gv, call.args[1], out_ty=out_ty)
 
     def _add_prim(self, base: str, func: tirx.PrimFunc) -> tvm.ir.GlobalVar:
         if func.attrs is not None and "global_symbol" in func.attrs:
@@ -213,16 +268,19 @@ def _shape(ty: relax.TensorType) -> list | None:
     return list(shape.values)
 
 
-def _with_output_shape(func: tirx.PrimFunc, args: list, s1, s2, dtype) -> tirx.PrimFunc | None:
-    """`func` whose single output buffer is declared with Relax shape `s2`, the old one aliased
-    over the same data; None unless provably the same compact bytes."""
+def _with_output_shape(func: tirx.PrimFunc, args: list, outs: list, k: int, s2,
+                       dtype) -> tirx.PrimFunc | None:
+    """`func` whose output buffer k (of len(outs) outputs, Relax shapes `outs`) is declared with
+    Relax shape `s2`, the old one aliased over the same data; None unless provably the same
+    compact bytes."""
     params = list(func.params)
-    if s1 is None or s2 is None or len(params) != len(args) + 1:
+    if any(o is None for o in outs) or s2 is None or len(params) != len(args) + len(outs):
         return None
-    out = params[-1]
+    at = len(args) + k
+    out = params[at]
     if not tirx.is_buffer_var(out) or str(out.dtype) != str(dtype) or not _is_compact(out):
         return None
-    new_shape = _to_prim_shape(params, args, s1, s2)
+    new_shape = _to_prim_shape(params, args, outs, at, s2)
     if new_shape is None:
         return None
     if not sym.Analyzer().can_prove_equal(_product(out.shape), _product(new_shape)):
@@ -232,7 +290,7 @@ def _with_output_shape(func: tirx.PrimFunc, args: list, s1, s2, dtype) -> tirx.P
                                data_alignment=out.data_alignment,
                                offset_factor=out.offset_factor,
                                layout=None if out.layout is None else "default")
-    new_params = params[:-1] + [new_out]
+    new_params = params[:at] + [new_out] + params[at + 1:]
     if not _defined_vars(params) <= _defined_vars(new_params):
         return None  # a shape variable only the old output defined: the call could not bind it
     alias = tirx.DeclBuffer(out, data=tirx.buffer_data(new_out))
@@ -253,15 +311,15 @@ def _prepend(stmt, body):
     return tirx.SeqStmt([stmt, *stmts])
 
 
-def _to_prim_shape(params, args, s1, s2) -> list | None:
+def _to_prim_shape(params, args, outs, at: int, s2) -> list | None:
     """`s2` (Relax shape variables) rewritten in the PrimFunc's own shape variables, matched the
-    way call_tir binds them (argument shapes to parameter buffer shapes); None if some variable
-    of s2 does not appear plainly in the call."""
+    way call_tir binds them (argument and output shapes to parameter buffer shapes); None if
+    some variable of s2 does not appear plainly in the call."""
     binder = sym.Analyzer()
     bound: set = set()
     pairs = [(p, _shape(a.ty) if isinstance(a.ty, relax.TensorType) else None)
-             for p, a in zip(params[:-1], args) if tirx.is_buffer_var(p)]
-    pairs.append((params[-1], s1))
+             for p, a in zip(params, args) if tirx.is_buffer_var(p)]
+    pairs += list(zip(params[len(args):], outs))
     for param, shape in pairs:
         if shape is None or len(shape) != len(param.shape):
             continue
@@ -270,7 +328,7 @@ def _to_prim_shape(params, args, s1, s2) -> list | None:
                 binder.bind(rd, pd)
                 bound.add(rd)
     prim_vars = [v for p in params for v in _vars_of(p)]
-    out_dtype = str(params[-1].shape[0].ty) if len(params[-1].shape) else "int64"
+    out_dtype = str(params[at].shape[0].ty) if len(params[at].shape) else "int64"
     result = []
     for d in s2:
         if isinstance(d, tirx.IntImm):

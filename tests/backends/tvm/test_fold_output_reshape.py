@@ -129,8 +129,61 @@ def test_permute_after_the_scan_folds_into_the_scan_kernel(scan):
     u = torch.randn(1, 48, 24, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = layer(u).numpy()
-    folds = 1 if scan == "parallel_scan" else 0  # the sequential loop is not one call_tir
-    _check(g, (u.numpy(),), want, folds=folds)
+    _, folded = _check(g, (u.numpy(),), want)  # the sequential loop: output 1 of (carry, ys)
+    assert [int(d) for d in _kernels(folded)[-1].params[-1].shape] == [1, 48, 24]
+
+
+def _two_outputs(uses) -> tuple[tvm.IRModule, object]:
+    """main(x) = reshape(t[1], (24,)) plus whatever `uses(bb, t)` emits, where t = f(x) is one
+    kernel writing (exp(x), tanh(x)); legalized by hand, marked and scheduled."""
+    from tvm import te, topi
+
+    x = relax.Var("x", relax.TensorType((4, 6), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            t = bb.emit_te(lambda a: [topi.exp(a), topi.tanh(a)], x, primfunc_name_hint="f")
+            y = bb.emit(relax.TupleGetItem(t, 1))
+            flat = bb.emit_te(lambda a: te.compute((24,), lambda i: a[i // 6, i % 6]), y,
+                              primfunc_name_hint="flat")
+            out = bb.emit_output(relax.Tuple([flat, *uses(bb, t, y)]))
+        bb.emit_func_output(out)
+    tgt = SPEC.tvm_target()
+    with tgt:
+        return apply_cpu_schedules(mark_reshape_copies(bb.get()), tgt), tgt
+
+
+def _run_all(mod, tgt, x) -> list[np.ndarray]:
+    with tgt:
+        ex = tvm.compile(mod, target=tgt, relax_pipeline=relax_pipeline(SPEC))
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x))
+    return [got[i].numpy() for i in range(len(got))]
+
+
+def test_one_output_of_a_multi_output_kernel_folds_the_others_kept():
+    mod, tgt = _two_outputs(lambda bb, t, y: [bb.emit(relax.TupleGetItem(t, 0))])
+    assert _has_reshape_copy(mod)
+    folded = fold_output_reshapes(mod)
+    relax.analysis.well_formed(folded)
+    kernels = _kernels(folded)
+    assert len(kernels) == 1 and not _has_reshape_copy(folded)
+    assert [[int(d) for d in p.shape] for p in kernels[0].params] == [[4, 6], [4, 6], [24]]
+    x = RNG.standard_normal((4, 6)).astype("float32")
+    flat, e = _run_all(folded, tgt, x)
+    np.testing.assert_array_equal(flat, _run_all(mod, tgt, x)[0])
+    np.testing.assert_allclose(flat, np.tanh(x).reshape(24), rtol=1e-6)
+    np.testing.assert_allclose(e, np.exp(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("uses", [
+    lambda bb, t, y: [y],  # the item itself is also an output
+    lambda bb, t, y: [bb.emit(relax.TupleGetItem(t, 1))],  # item 1 read a second time
+    lambda bb, t, y: [t],  # the whole tuple is an output
+])
+def test_a_tuple_item_used_elsewhere_is_left_alone(uses):
+    mod, _ = _two_outputs(uses)
+    assert _has_reshape_copy(mod)
+    assert fold_output_reshapes(mod) is mod
 
 
 def test_dynamic_batch_folds_in_main_and_main_b1():
