@@ -34,10 +34,12 @@ The ember graph is the form `reroll` produces for that module (a ctrl.scan whose
 h' = a*h + u_t, scanned over u's time dim), built directly: torch.export of a 65536-step Python
 loop would take far longer than the benchmark. Errors are max |ember - torch| / max |torch|.
 That graph moves time to dim 0 with a permute before the scan and back after it; the first is
-a view after TVM's reshape rewrite, the last (a function output) stays a copy of the whole
-[T, d] tensor in both versions. The `op` columns time the same scans on a graph that takes u as
-[T, 1, d] and returns [T, 1, d] (no permutes), i.e. the two scan lowerings alone. At d=64 and
-T=4096 the whole op is ~50 us, of which the VM call and the output buffer take ~10 us; the
+a view after TVM's reshape rewrite, the last (a function output) is folded into the kernel
+that writes the scan's output (fold_output_reshape.py; for the sequential loop, its ys output),
+so both versions run one kernel. The `op` columns time the same scans on a graph that takes u
+as [T, 1, d] and returns [T, 1, d] (no permutes), i.e. the two scan lowerings alone. Times are
+steady-state calls (see `_time_side_by_side`); at d=64 and T=4096 a call is ~25-40 us, of which
+the VM call and the output buffer take ~3 us; the
 kernels alone are in `--kernels`. Torch runs with one thread (see `main`).
 
 Load: the Linux scheduler shares the CPU between sessions (autogroups), not threads, so on a
@@ -91,7 +93,8 @@ def _time(fn, runs: int) -> float:
     return statistics.median(ts)
 
 
-def _time_side_by_side(vms: dict, x, runs: int, batch_s: float = 2e-3) -> tuple[dict, dict]:
+def _time_side_by_side(vms: dict, x, runs: int, batch_s: float = 2e-3,
+                       warm_s: float = 0.5) -> tuple[dict, dict]:
     """Steady-state time per call, the versions side by side: each round times, for each
     version in turn, a batch of back-to-back calls (enough for ~`batch_s`, as TVM's
     time_evaluator does with `number`) after two untimed ones. Returns the median over `runs`
@@ -100,7 +103,10 @@ def _time_side_by_side(vms: dict, x, runs: int, batch_s: float = 2e-3) -> tuple[
 
     Why batches: a lone call of a ~50 us op, timed between calls of the other version, measures
     mostly what happened around it (which core's cache holds the data, whether the other
-    thread was parked); its best-of-N swung 0.98x..1.5x between runs at T=4096, d=64."""
+    thread was parked); its best-of-N swung 0.98x..1.5x between runs at T=4096, d=64.
+    Why `warm_s` of untimed rounds first: on this VM host two-thread work runs slow for the
+    first ~0.1 s of a burst (T=4096, d=64 scan: 45-49 us per call in the first rounds, falling
+    to 22-27 us after ~20 rounds of 4 ms), a transient of the host, not of the kernels."""
     fns = {name: vm["main"] for name, vm in vms.items()}
     number = {}
     for name, f in fns.items():
@@ -111,6 +117,12 @@ def _time_side_by_side(vms: dict, x, runs: int, batch_s: float = 2e-3) -> tuple[
     times: dict = {name: [] for name in fns}
     ratios: dict = {name: [] for name in fns}
     base = next(iter(fns))
+    start, rounds = time.perf_counter(), 0
+    while rounds < 2 or time.perf_counter() - start < warm_s:  # untimed rounds, see above
+        for name, f in fns.items():
+            for _ in range(number[name]):
+                f(x)
+        rounds += 1
     for _ in range(runs):
         got = {}
         for name, f in fns.items():
@@ -254,6 +266,10 @@ def _steady_ratios(calls: dict, base: str, rounds: int) -> tuple[dict, dict]:
     ratio t(base) / t(call): paired within a round, so slow drifts of the load cancel."""
     times: dict = {k: [] for k in calls}
     ratios: dict = {k: [] for k in calls}
+    start = time.perf_counter()
+    while time.perf_counter() - start < 0.5:  # the host's warm-up (see _time_side_by_side)
+        for fn in calls.values():
+            fn()
     for _ in range(rounds):
         got = {}
         for k, fn in calls.items():
