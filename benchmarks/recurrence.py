@@ -104,9 +104,14 @@ def _time_side_by_side(vms: dict, x, runs: int, batch_s: float = 2e-3,
     Why batches: a lone call of a ~50 us op, timed between calls of the other version, measures
     mostly what happened around it (which core's cache holds the data, whether the other
     thread was parked); its best-of-N swung 0.98x..1.5x between runs at T=4096, d=64.
-    Why `warm_s` of untimed rounds first: on this VM host two-thread work runs slow for the
-    first ~0.1 s of a burst (T=4096, d=64 scan: 45-49 us per call in the first rounds, falling
-    to 22-27 us after ~20 rounds of 4 ms), a transient of the host, not of the kernels."""
+    Why `warm_s` of untimed rounds first: two-thread work runs slow for the first ~0.1 s of a
+    process (T=4096, d=64 scan: 45-49 us per call in the first rounds, falling to 22-27 us
+    after ~20 rounds of 4 ms). Part of it is TVM's thread pool: it pins its worker to CPU 1 but
+    not the caller, which runs item 0 of every parallel loop; until the scheduler moves a caller
+    that sits on CPU 1 both items share that CPU (0.82-1.05x of the serial loop, seen in
+    /proc/self/task). Unpinning the worker (TVM_BIND_THREADS=0) removes that transient but
+    measured worse in steady state: occasional rounds at 0.95x here, digits_cnn b64 0.63 vs
+    0.58 ms (medians of 5 alternated processes), so ember keeps TVM's default."""
     fns = {name: vm["main"] for name, vm in vms.items()}
     number = {}
     for name, f in fns.items():

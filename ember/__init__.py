@@ -19,12 +19,6 @@ if "TVM_NUM_THREADS" not in os.environ:
         os.environ["TVM_NUM_THREADS"] = str(len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         os.environ["TVM_NUM_THREADS"] = str(os.cpu_count() or 1)
-# TVM pins its worker threads to CPUs 1.. but leaves the calling thread (which runs item 0 of
-# every parallel loop) free; when the scheduler has the caller on CPU 1 too, both items of a
-# 2-thread kernel share one CPU until the load balancer moves the caller (measured: the
-# T=4096 x 64 scan at 0.82-1.05x of the serial loop for the first ~15 ms of a process, 1.6x
-# after). Unpinned, the scheduler spreads the two running threads at once. Set it to 1 to pin.
-os.environ.setdefault("TVM_BIND_THREADS", "0")
 
 __version__ = "0.1.0"
 
