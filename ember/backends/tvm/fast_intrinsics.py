@@ -15,6 +15,13 @@ the rule a vector call (`float32x8`) where the loop was vectorized, so the math 
 The rules are registered once per process but act only inside `fast_intrinsics()` (ember's
 build wraps its compile stage in it); outside, a rule defers to TVM's own lowering, so other
 TVM users in the process see no change. `EMBER_FAST_MATH=0` turns it off.
+
+A call nested in another's operand (GRU's candidate gate tanh(x + sigmoid(y) * z)) cannot take
+the fast rule as it stands (see `_nests`), so `materialize_nested` first computes each inner
+call into a one-element local buffer (a register after LLVM's mem2reg) and the outer call reads
+it back: then no operand holds a call and both are fast. It runs at the end of TVM's TIR
+pipeline (after vectorization, before LowerIntrin), registered the same way as the rules: once
+per process, acting only inside `fast_intrinsics()`.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from tvm import tirx
 
 from .lowering import fastmath
 
-__all__ = ["active", "fast_intrinsics", "register"]
+__all__ = ["active", "fast_intrinsics", "materialize_nested", "register"]
 
 _RULE_LEVEL = 30  # above TVM's own llvm rules (level 10), so ours is the one LowerIntrin finds
 _OPS = {"tirx.exp": fastmath.fast_exp, "tirx.tanh": fastmath.fast_tanh,
@@ -86,8 +93,140 @@ def _make_rule(op_name: str, fast, previous):
     return rule
 
 
+def _is_fast_call(e) -> bool:
+    return (isinstance(e, tvm.ir.Call) and isinstance(e.op, tvm.ir.Op) and e.op.name in _OPS
+            and len(e.args) == 1 and fastmath.supported(e.ty.dtype))
+
+
+def _innermost_nested(e, inside: bool = False, found: list | None = None) -> list:
+    """The fast-lowerable calls of `e` that sit in another such call's operand and hold none
+    themselves (hoisting them removes one level of nesting); [] if `e` holds a node `_nests`
+    does not know (left alone, as before)."""
+    found = [] if found is None else found
+    if _is_fast_call(e):
+        if inside and not _nests(e.args[0]):
+            found.append(e)
+        else:
+            _innermost_nested(e.args[0], True, found)
+    elif isinstance(e, _BINARY):
+        _innermost_nested(e.a, inside, found)
+        _innermost_nested(e.b, inside, found)
+    elif isinstance(e, (_prim.Not, _prim.BitwiseNot)):
+        _innermost_nested(e.a, inside, found)
+    elif isinstance(e, (tirx.Cast, tirx.Broadcast)):
+        _innermost_nested(e.value, inside, found)
+    elif isinstance(e, tirx.Select):
+        for part in (e.condition, e.true_value, e.false_value):
+            _innermost_nested(part, inside, found)
+    elif isinstance(e, tvm.ir.Call) and isinstance(e.op, tvm.ir.Op):
+        for a in e.args:
+            _innermost_nested(a, inside, found)
+    return found
+
+
+def _replace(e, old, new):
+    """`e` with the node `old` (by identity) replaced by `new`; rebuilds only what changed."""
+    if e.same_as(old):
+        return new
+    if isinstance(e, _BINARY):
+        a, b = _replace(e.a, old, new), _replace(e.b, old, new)
+        return e if a.same_as(e.a) and b.same_as(e.b) else type(e)(a, b)
+    if isinstance(e, (_prim.Not, _prim.BitwiseNot)):
+        a = _replace(e.a, old, new)
+        return e if a.same_as(e.a) else type(e)(a)
+    if isinstance(e, tirx.Cast):
+        v = _replace(e.value, old, new)
+        return e if v.same_as(e.value) else tirx.Cast(e.ty, v)
+    if isinstance(e, tirx.Broadcast):
+        v = _replace(e.value, old, new)
+        return e if v.same_as(e.value) else tirx.Broadcast(v, e.lanes)
+    if isinstance(e, tirx.Select):
+        parts = [_replace(p, old, new) for p in (e.condition, e.true_value, e.false_value)]
+        same = all(p.same_as(q) for p, q in zip(parts, (e.condition, e.true_value,
+                                                         e.false_value)))
+        return e if same else tirx.Select(*parts)
+    if isinstance(e, tvm.ir.Call) and isinstance(e.op, tvm.ir.Op):
+        args = [_replace(a, old, new) for a in e.args]
+        if all(a.same_as(b) for a, b in zip(args, e.args)):
+            return e
+        return tvm.ir.Call(e.op, args, e.attrs, ret_ty=e.ty)
+    return e
+
+
+def _materialize_store(store, counter: list[int]):
+    """`store` preceded by one local buffer per nested call (innermost first); None if none."""
+    value, pre = store.value, []
+    while True:
+        inner = _innermost_nested(value)
+        if not inner:
+            break
+        for call in inner:
+            counter[0] += 1
+            tmp = tirx.decl_buffer((1,), call.ty.dtype, f"ember_fastmath_{counter[0]}",
+                                   scope="local")
+            zero = [tirx.IntImm("int32", 0)]
+            pre += [tirx.AllocBuffer(tmp), tirx.BufferStore(tmp, call, zero)]
+            value = _replace(value, call, tirx.BufferLoad(tmp, zero))
+    if not pre:
+        return None
+    return tirx.SeqStmt([*pre, tirx.BufferStore(store.buffer, value, store.indices, store.span)])
+
+
+def _rewrite(stmt, counter: list[int]):
+    """`stmt` with `_materialize_store` applied to every store reached through the statement
+    kinds a lowered CPU kernel nests stores in; others are left as they are."""
+    if isinstance(stmt, tirx.BufferStore):
+        return _materialize_store(stmt, counter) or stmt
+    if isinstance(stmt, tirx.SeqStmt):
+        parts = [_rewrite(s, counter) for s in stmt.seq]
+        return stmt if all(a.same_as(b) for a, b in zip(parts, stmt.seq)) \
+            else tirx.SeqStmt(parts, stmt.span)
+    if isinstance(stmt, tirx.For):
+        body = _rewrite(stmt.body, counter)
+        return stmt if body.same_as(stmt.body) else tirx.For(
+            stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding,
+            stmt.annotations, stmt.step, stmt.span)
+    if isinstance(stmt, tirx.IfThenElse):
+        then = _rewrite(stmt.then_case, counter)
+        other = None if stmt.else_case is None else _rewrite(stmt.else_case, counter)
+        same = then.same_as(stmt.then_case) and (other is None or other.same_as(stmt.else_case))
+        return stmt if same else tirx.IfThenElse(stmt.condition, then, other, stmt.span)
+    if isinstance(stmt, tirx.AttrStmt):
+        body = _rewrite(stmt.body, counter)
+        return stmt if body.same_as(stmt.body) else tirx.AttrStmt(
+            stmt.node, stmt.attr_key, stmt.value, body, stmt.span)
+    if isinstance(stmt, tirx.While):
+        body = _rewrite(stmt.body, counter)
+        return stmt if body.same_as(stmt.body) else tirx.While(stmt.condition, body, stmt.span)
+    return stmt
+
+
+def materialize_nested(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """`func` with every exp/tanh/erf/sigmoid call that sits in another's operand computed
+    into a local temporary first (see the module docstring); `func` itself if none does."""
+    body = _rewrite(func.body, [0])
+    if body.same_as(func.body):
+        return func
+    return tirx.PrimFunc(func.params, body, func.ret_type, func.attrs, func.span)
+
+
+@tvm.tirx.transform.prim_func_pass(opt_level=0, name="EmberMaterializeNestedMath")
+def _materialize_pass(func, _mod, _ctx):
+    return materialize_nested(func) if _depth > 0 else func
+
+
+def _wrap_pipeline(factory):
+    """TVM's TIR pipeline factory, followed by `_materialize_pass` (before finalization)."""
+    def wrapped(**kwargs):
+        pipeline, finalize_host, finalize_device = factory(**kwargs)
+        return (tvm.transform.Sequential([pipeline, _materialize_pass]), finalize_host,
+                finalize_device)
+
+    return wrapped
+
+
 def register() -> None:
-    """Install the rules (once per process; idempotent)."""
+    """Install the rules and the nested-call pass (once per process; idempotent)."""
     global _registered
     with _lock:
         if _registered:
@@ -97,6 +236,9 @@ def register() -> None:
             previous = op.get_attr("llvm.FLowerIntrinsic")
             tvm.ir.register_op_attr(op_name, "llvm.FLowerIntrinsic",
                                     _make_rule(op_name, fast, previous), level=_RULE_LEVEL)
+        pipelines = tvm.tirx.compilation_pipeline.PIPELINE_MAP
+        if "s_tir" in pipelines:  # the CPU default (`get_default_tir_pipeline`)
+            pipelines["s_tir"] = _wrap_pipeline(pipelines["s_tir"])
         _registered = True
 
 
