@@ -105,7 +105,8 @@ def _innermost_nested(e, inside: bool = False, found: list | None = None) -> lis
     found = [] if found is None else found
     if _is_fast_call(e):
         if inside and not _nests(e.args[0]):
-            found.append(e)
+            if not any(e.same_as(f) for f in found):  # a subtree TE inlined twice: once
+                found.append(e)
         else:
             _innermost_nested(e.args[0], True, found)
     elif isinstance(e, _BINARY):
@@ -162,8 +163,13 @@ def _materialize_store(store, counter: list[int]):
             break
         for call in inner:
             counter[0] += 1
+            # "global": LowerTVMBuiltin keeps a small constant-size global allocation on the
+            # stack (an entry-block alloca that LLVM promotes to a register); a "local" one
+            # would become a TVMBackendAllocWorkspace call per iteration. Not a Let: the LLVM
+            # codegen's analyzer re-simplifies a Let value that holds fast math's own Lets, and
+            # binds their variables twice.
             tmp = tirx.decl_buffer((1,), call.ty.dtype, f"ember_fastmath_{counter[0]}",
-                                   scope="local")
+                                   scope="global")
             zero = [tirx.IntImm("int32", 0)]
             pre += [tirx.AllocBuffer(tmp), tirx.BufferStore(tmp, call, zero)]
             value = _replace(value, call, tirx.BufferLoad(tmp, zero))
