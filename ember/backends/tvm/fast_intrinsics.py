@@ -18,8 +18,9 @@ TVM users in the process see no change. `EMBER_FAST_MATH=0` turns it off.
 
 A call nested in another's operand (GRU's candidate gate tanh(x + sigmoid(y) * z)) cannot take
 the fast rule as it stands (see `_nests`), so `materialize_nested` first computes each inner
-call into a one-element local buffer (a register after LLVM's mem2reg) and the outer call reads
-it back: then no operand holds a call and both are fast. It runs at the end of TVM's TIR
+call into a one-element stack buffer (a register after LLVM's mem2reg) and the outer call reads
+it back: then no operand holds a call and both are fast (digits_gru's cell kernel at batch 64:
+20.4 -> 5.1 us; the model 0.227 -> 0.107 ms). It runs at the end of TVM's TIR
 pipeline (after vectorization, before LowerIntrin), registered the same way as the rules: once
 per process, acting only inside `fast_intrinsics()`.
 """
