@@ -30,9 +30,9 @@ time of ctrl.newton_scan vs the sequential ctrl.scan in the numpy interpreter an
 backend (torch runs with 1 thread), plus ember's compiled sequential TIR loop. The compiled
 (TVM) Newton op against ember's compiled sequential forms is benchmarks/newton.py.
 
-The ember graph is the form `reroll` produces for that module (a ctrl.scan whose body is
-h' = a*h + u_t, scanned over u's time dim), built directly: torch.export of a 65536-step Python
-loop would take far longer than the benchmark. Errors are max |ember - torch| / max |torch|.
+The ember graph (`ember.zoo.seq_linear_rnn.scan_graph`) is the form `reroll` produces for that
+module (a ctrl.scan whose body is h' = a*h + u_t, scanned over u's time dim), built directly:
+torch.export of a 65536-step Python loop would take far longer than the benchmark. Errors are max |ember - torch| / max |torch|.
 That graph moves time to dim 0 with a permute before the scan and back after it; the first is
 a view after TVM's reshape rewrite, the last (a function output) is folded into the kernel
 that writes the scan's output (fold_output_reshape.py; for the sequential loop, its ys output),
@@ -62,25 +62,7 @@ import numpy as np
 import torch
 
 import ember
-from ember.ir import DType, Graph, TensorType
-
-
-def scan_graph(layer, T: int, d: int, permutes: bool = True) -> Graph:
-    f32 = DType.f32
-    body = Graph("body")
-    h = body.add_input("h", TensorType((1, d), f32))
-    x = body.add_input("u_t", TensorType((1, d), f32))
-    a = body.add_input("a", TensorType((d,), f32))
-    new = body.add("add", body.add("mul", a, h), x)
-    body.set_outputs(new, new)
-    g = Graph("seq_linear_rnn")
-    u = g.add_input("u", TensorType((1, T, d) if permutes else (T, 1, d), f32))
-    av = g.add("sigmoid", g.const(layer.a_logit.detach().numpy(), name="a_logit"))
-    xs = g.add("permute", u, dims=(1, 0, 2)) if permutes else u
-    _, ys = g.add("ctrl.scan", g.const(np.zeros((1, d), np.float32)), xs, av, regions=[body],
-                  num_carry=1, num_xs=1)
-    g.set_outputs(g.add("permute", ys, dims=(1, 0, 2)) if permutes else ys)
-    return g
+from ember.ir import Graph
 
 
 def _time(fn, runs: int) -> float:
@@ -370,7 +352,7 @@ def main() -> None:
                 json.dump({"rows": rows, "note": "taken under shared-machine load"}, f, indent=1)
         return
     from ember.backends.tvm.kernels.scan import forced_split
-    from ember.zoo.seq_linear_rnn import make_seq_linear_rnn
+    from ember.zoo.seq_linear_rnn import make_seq_linear_rnn, scan_graph
 
     # torch's intra-op threads stay busy after the eager loop and took the second core from
     # ember's: T=4096 d=64 op went 1.17-1.30x -> 0.80-0.84x once the eager layer had run. Its

@@ -99,3 +99,28 @@ def load() -> ZooModel:
         input_names=INPUT_NAMES,
         dynamic_dims=DYNAMIC_DIMS,
     )
+
+
+def scan_graph(layer: DiagonalLinearRecurrence, T: int, d: int, permutes: bool = True):
+    """`layer` as the ember graph `reroll` makes of its unrolled loop: a ctrl.scan whose body is
+    h' = a*h + u_t over u's time dim, built directly (torch.export of a 65536-step loop would
+    take minutes). With `permutes`, u is [1, T, d] and time moves to dim 0 and back around the
+    scan (what the traced model does); without, u and the result are [T, 1, d] (the scan alone).
+    Shared by benchmarks/recurrence.py and the backend tests."""
+    from ember.ir import DType, Graph, TensorType
+
+    f32 = DType.f32
+    body = Graph("body")
+    h = body.add_input("h", TensorType((1, d), f32))
+    x = body.add_input("u_t", TensorType((1, d), f32))
+    a = body.add_input("a", TensorType((d,), f32))
+    new = body.add("add", body.add("mul", a, h), x)
+    body.set_outputs(new, new)
+    g = Graph("seq_linear_rnn")
+    u = g.add_input("u", TensorType((1, T, d) if permutes else (T, 1, d), f32))
+    av = g.add("sigmoid", g.const(layer.a_logit.detach().numpy(), name="a_logit"))
+    xs = g.add("permute", u, dims=(1, 0, 2)) if permutes else u
+    _, ys = g.add("ctrl.scan", g.const(np.zeros((1, d), np.float32)), xs, av, regions=[body],
+                  num_carry=1, num_xs=1)
+    g.set_outputs(g.add("permute", ys, dims=(1, 0, 2)) if permutes else ys)
+    return g

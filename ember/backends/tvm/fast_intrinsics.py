@@ -57,6 +57,39 @@ _BINARY = (_prim.BinaryOpExpr, _prim.CmpExpr, _prim.And, _prim.Or)  # fields a, 
 _LEAVES = (tirx.Var, tirx.IntImm, tirx.FloatImm, tvm.ir.expr.TensorLoad, tirx.Ramp)
 
 
+def _operands(e) -> list | None:
+    """The sub-expressions of `e` for the node kinds a lowered CPU kernel's float math is built
+    of ([] for a leaf); None for any other node (a Let, or one not known here)."""
+    if isinstance(e, _LEAVES):
+        return []
+    if isinstance(e, _BINARY):
+        return [e.a, e.b]
+    if isinstance(e, (_prim.Not, _prim.BitwiseNot)):
+        return [e.a]
+    if isinstance(e, (tirx.Cast, tirx.Broadcast)):
+        return [e.value]
+    if isinstance(e, tirx.Select):
+        return [e.condition, e.true_value, e.false_value]
+    if isinstance(e, tvm.ir.Call) and isinstance(e.op, tvm.ir.Op):
+        return list(e.args)
+    return None
+
+
+def _with_operands(e, ops: list):
+    """`e` rebuilt over `ops` (the list `_operands(e)` gave, some replaced); `e` if unchanged."""
+    if all(a.same_as(b) for a, b in zip(ops, _operands(e))):
+        return e
+    if isinstance(e, (_BINARY, _prim.Not, _prim.BitwiseNot)):
+        return type(e)(*ops)
+    if isinstance(e, tirx.Cast):
+        return tirx.Cast(e.ty, ops[0])
+    if isinstance(e, tirx.Broadcast):
+        return tirx.Broadcast(ops[0], e.lanes)
+    if isinstance(e, tirx.Select):
+        return tirx.Select(*ops)
+    return tvm.ir.Call(e.op, ops, e.attrs, ret_ty=e.ty)
+
+
 def _nests(e) -> bool:
     """Whether `e` holds another exp/tanh/erf/sigmoid call, a Let, or a node not known here.
 
@@ -66,19 +99,12 @@ def _nests(e) -> bool:
     fast function compiles in milliseconds; one nested in another's operand (GRU's
     tanh(x + sigmoid(y) * z)) made one kernel take 34 s to compile (flattening the Lets into
     one chain still took 21 s). The inner calls stay fast: LowerIntrin visits them next."""
-    if isinstance(e, _LEAVES):
-        return False
-    if isinstance(e, _BINARY):
-        return _nests(e.a) or _nests(e.b)
-    if isinstance(e, (_prim.Not, _prim.BitwiseNot)):
-        return _nests(e.a)
-    if isinstance(e, (tirx.Cast, tirx.Broadcast)):
-        return _nests(e.value)
-    if isinstance(e, tirx.Select):
-        return _nests(e.condition) or _nests(e.true_value) or _nests(e.false_value)
-    if isinstance(e, tvm.ir.Call) and isinstance(e.op, tvm.ir.Op):
-        return e.op.name in _OPS or any(_nests(a) for a in e.args)
-    return True  # a Let or an unknown node: assume the worst
+    ops = _operands(e)
+    if ops is None:
+        return True  # a Let or an unknown node: assume the worst
+    if isinstance(e, tvm.ir.Call) and e.op.name in _OPS:
+        return True
+    return any(_nests(a) for a in ops)
 
 
 def _make_rule(op_name: str, fast, previous):
@@ -101,28 +127,15 @@ def _is_fast_call(e) -> bool:
 
 def _innermost_nested(e, inside: bool = False, found: list | None = None) -> list:
     """The fast-lowerable calls of `e` that sit in another such call's operand and hold none
-    themselves (hoisting them removes one level of nesting); [] if `e` holds a node `_nests`
-    does not know (left alone, as before)."""
+    themselves (hoisting them removes one level of nesting); nodes `_operands` does not know
+    are not searched (left alone, as before)."""
     found = [] if found is None else found
-    if _is_fast_call(e):
-        if inside and not _nests(e.args[0]):
-            if not any(e.same_as(f) for f in found):  # a subtree TE inlined twice: once
-                found.append(e)
-        else:
-            _innermost_nested(e.args[0], True, found)
-    elif isinstance(e, _BINARY):
-        _innermost_nested(e.a, inside, found)
-        _innermost_nested(e.b, inside, found)
-    elif isinstance(e, (_prim.Not, _prim.BitwiseNot)):
-        _innermost_nested(e.a, inside, found)
-    elif isinstance(e, (tirx.Cast, tirx.Broadcast)):
-        _innermost_nested(e.value, inside, found)
-    elif isinstance(e, tirx.Select):
-        for part in (e.condition, e.true_value, e.false_value):
-            _innermost_nested(part, inside, found)
-    elif isinstance(e, tvm.ir.Call) and isinstance(e.op, tvm.ir.Op):
-        for a in e.args:
-            _innermost_nested(a, inside, found)
+    if _is_fast_call(e) and inside and not _nests(e.args[0]):
+        if not any(e.same_as(f) for f in found):  # a subtree TE inlined twice: once
+            found.append(e)
+        return found
+    for a in _operands(e) or []:
+        _innermost_nested(a, inside or _is_fast_call(e), found)
     return found
 
 
@@ -130,29 +143,8 @@ def _replace(e, old, new):
     """`e` with the node `old` (by identity) replaced by `new`; rebuilds only what changed."""
     if e.same_as(old):
         return new
-    if isinstance(e, _BINARY):
-        a, b = _replace(e.a, old, new), _replace(e.b, old, new)
-        return e if a.same_as(e.a) and b.same_as(e.b) else type(e)(a, b)
-    if isinstance(e, (_prim.Not, _prim.BitwiseNot)):
-        a = _replace(e.a, old, new)
-        return e if a.same_as(e.a) else type(e)(a)
-    if isinstance(e, tirx.Cast):
-        v = _replace(e.value, old, new)
-        return e if v.same_as(e.value) else tirx.Cast(e.ty, v)
-    if isinstance(e, tirx.Broadcast):
-        v = _replace(e.value, old, new)
-        return e if v.same_as(e.value) else tirx.Broadcast(v, e.lanes)
-    if isinstance(e, tirx.Select):
-        parts = [_replace(p, old, new) for p in (e.condition, e.true_value, e.false_value)]
-        same = all(p.same_as(q) for p, q in zip(parts, (e.condition, e.true_value,
-                                                         e.false_value)))
-        return e if same else tirx.Select(*parts)
-    if isinstance(e, tvm.ir.Call) and isinstance(e.op, tvm.ir.Op):
-        args = [_replace(a, old, new) for a in e.args]
-        if all(a.same_as(b) for a, b in zip(args, e.args)):
-            return e
-        return tvm.ir.Call(e.op, args, e.attrs, ret_ty=e.ty)
-    return e
+    ops = _operands(e)
+    return e if not ops else _with_operands(e, [_replace(a, old, new) for a in ops])
 
 
 def _materialize_store(store, counter: list[int]):

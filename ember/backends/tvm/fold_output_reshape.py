@@ -195,9 +195,7 @@ class _Folder:
                     or (int(b.value.index) == k and i != xi):
                 return None
             items[i] = b
-        others = [b for blk in seq.blocks for b in blk.bindings if b not in bindings]
-        if t in relax.analysis.used_vars(seq.body) \
-                or any(t in relax.analysis.used_vars(b.value) for b in others):
+        if _used_outside(t, bindings, seq):
             return None
         y = bindings[ri].var
         fields = list(t.ty.fields)
@@ -253,9 +251,12 @@ class _Folder:
 def _used_elsewhere(x, reshape_index: int, bindings, seq: relax.SeqExpr) -> bool:
     """x appears anywhere but as the reshape's argument: another binding, or any block or the
     result of the function (a DataflowVar cannot leave its block, a plain Var can)."""
-    for i, b in enumerate(bindings):
-        if i != reshape_index and x in relax.analysis.used_vars(b.value):
-            return True
+    return any(i != reshape_index and x in relax.analysis.used_vars(b.value)
+               for i, b in enumerate(bindings)) or _used_outside(x, bindings, seq)
+
+
+def _used_outside(x, bindings, seq: relax.SeqExpr) -> bool:
+    """x is read by another block than the one of `bindings`, or by the function's result."""
     others = [b for blk in seq.blocks for b in blk.bindings if b not in bindings]
     return any(x in relax.analysis.used_vars(b.value) for b in others) \
         or x in relax.analysis.used_vars(seq.body)

@@ -100,24 +100,10 @@ def test_flatten_after_linear_relu_is_written_by_the_fused_kernel():
 
 
 def _rnn_graph(T: int, d: int):
-    from ember.zoo.seq_linear_rnn import make_seq_linear_rnn
+    from ember.zoo.seq_linear_rnn import make_seq_linear_rnn, scan_graph
 
     layer = make_seq_linear_rnn(T, d, seed=0).eval()
-    f32 = DType.f32
-    body = Graph("body")
-    h = body.add_input("h", TensorType((1, d), f32))
-    u_t = body.add_input("u_t", TensorType((1, d), f32))
-    a = body.add_input("a", TensorType((d,), f32))
-    new = body.add("add", body.add("mul", a, h), u_t)
-    body.set_outputs(new, new)
-    g = Graph("seq_linear_rnn")  # benchmarks/recurrence.py's graph, permutes around the scan
-    u = g.add_input("u", TensorType((1, T, d), f32))
-    av = g.add("sigmoid", g.const(layer.a_logit.detach().numpy(), name="a_logit"))
-    xs = g.add("permute", u, dims=(1, 0, 2))
-    _, ys = g.add("ctrl.scan", g.const(np.zeros((1, d), np.float32)), xs, av, regions=[body],
-                  num_carry=1, num_xs=1)
-    g.set_outputs(g.add("permute", ys, dims=(1, 0, 2)))
-    return layer, g
+    return layer, scan_graph(layer, T, d)  # permutes around the scan, as the traced model
 
 
 @pytest.mark.parametrize("scan", ["parallel_scan", "sequential"])
